@@ -1,0 +1,71 @@
+/* The _uqattr extension: the only Python/C boundary of uqattr. Each bind_*.c
+ * file contributes a method table; this file assembles the module. */
+#define UQ_ARGS_IMPORT_ARRAY
+#include "args.h"
+
+#include "../../../csrc/gemm.h"
+
+extern PyMethodDef uq_model_methods[];
+extern PyTypeObject uq_TrainerType;
+
+#ifndef UQ_BUILD_FLAGS
+#define UQ_BUILD_FLAGS ""
+#endif
+#ifndef UQ_BLAS_NAME
+#define UQ_BLAS_NAME ""
+#endif
+
+static PyObject *py_build_info(PyObject *self, PyObject *unused) {
+    return Py_BuildValue("{s:s,s:s,s:O,s:O,s:i,s:O,s:s}", "gemm", uq_gemm_backend(), "blas", UQ_BLAS_NAME,
+                         "openmp", uq_have_openmp() ? Py_True : Py_False, "cuda", Py_False, "num_threads",
+                         uq_num_threads(), "cuda_compiled", Py_False, "cflags", UQ_BUILD_FLAGS);
+}
+
+static PyObject *py_set_num_threads(PyObject *self, PyObject *arg) {
+    long n = PyLong_AsLong(arg);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+    if (n < 0) return PyErr_Format(PyExc_ValueError, "number of threads must be >= 0 (0 = all processors), got %ld", n);
+    uq_set_num_threads((int)n);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_get_num_threads(PyObject *self, PyObject *unused) { return PyLong_FromLong(uq_num_threads()); }
+
+static PyObject *py_set_gemm_backend(PyObject *self, PyObject *arg) {
+    const char *name = PyUnicode_AsUTF8(arg);
+    if (!name) return NULL;
+    if (uq_set_gemm_backend(name))
+        return PyErr_Format(PyExc_ValueError, "GEMM backend must be 'builtin'%s, got '%s'",
+                            uq_have_blas() ? " or 'blas'" : " (no BLAS was built in)", name);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"build_info", py_build_info, METH_NOARGS, "build_info() -> dict: GEMM backend, BLAS, OpenMP, CUDA, flags"},
+    {"set_num_threads", py_set_num_threads, METH_O, "set_num_threads(n): threads of the core (0 = all processors)"},
+    {"get_num_threads", py_get_num_threads, METH_NOARGS, "get_num_threads() -> int"},
+    {"set_gemm_backend", py_set_gemm_backend, METH_O, "set_gemm_backend('blas' | 'builtin')"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef moduledef = {
+    PyModuleDef_HEAD_INIT, "_uqattr", "C core of uqattr: layers, training, uncertainty, attribution, metrics.", -1,
+    module_methods,
+};
+
+PyMODINIT_FUNC PyInit__uqattr(void) {
+    import_array();
+    if (PyType_Ready(&uq_TrainerType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&moduledef);
+    if (!m) return NULL;
+    if (PyModule_AddFunctions(m, uq_model_methods) < 0) goto fail;
+    Py_INCREF(&uq_TrainerType);
+    if (PyModule_AddObject(m, "Trainer", (PyObject *)&uq_TrainerType) < 0) {
+        Py_DECREF(&uq_TrainerType);
+        goto fail;
+    }
+    return m;
+fail:
+    Py_DECREF(m);
+    return NULL;
+}
