@@ -166,7 +166,8 @@ class DatasetSpec:
         if split in self.aliases:
             return self.aliases[split]
         valid = sorted(self.splits) + [f"{a} (= {c})" for a, c in sorted(self.aliases.items())]
-        raise ValueError(f"unknown split {split!r} for dataset {self.name!r}; valid: {', '.join(valid)}")
+        raise ValueError(f"unknown split {split!r} for dataset {self.name!r}; "
+                         f"valid: {', '.join(valid)}")
 
 
 def _idx_split(prefix: str, base_url: Optional[str], label_range, images_sha=(), labels_sha=(),
@@ -369,7 +370,8 @@ def _verify(path: Path, fspec: FileSpec) -> None:
         return
     if fspec.content_sha256 and _content_sha256(sig) in fspec.content_sha256:
         return
-    expected = " or ".join(fspec.sha256 + tuple(f"{c} (decompressed)" for c in fspec.content_sha256))
+    expected = " or ".join(fspec.sha256
+                           + tuple(f"{c} (decompressed)" for c in fspec.content_sha256))
     raise DatasetError(
         f"{path}: sha256 mismatch: expected {expected}, got {actual}. The file is corrupt or a "
         "different version; delete it and re-download, point UQATTR_DATA at a good copy, or "
@@ -431,7 +433,8 @@ def download_file(url: str, dest, *, sha256: Tuple[str, ...] = (), timeout: floa
     return _atomic_download(url, Path(dest), check, timeout)
 
 
-def _resolve_files(spec: DatasetSpec, split: str, root, verify: bool, download: bool) -> Dict[str, Path]:
+def _resolve_files(spec: DatasetSpec, split: str, root, verify: bool,
+                   download: bool) -> Dict[str, Path]:
     base = data_root(root)
     folder = base / spec.folder
     sspec = spec.splits[split]
@@ -443,7 +446,8 @@ def _resolve_files(spec: DatasetSpec, split: str, root, verify: bool, download: 
                 if verify and not (fspec.sha256 or fspec.content_sha256):
                     raise DatasetError(
                         f"{path}: no sha256 is known for {fspec.filename}, so a download from "
-                        f"{fspec.url} cannot be verified; pass verify=False together with download=True")
+                        f"{fspec.url} cannot be verified; pass verify=False together with "
+                        "download=True")
                 _atomic_download(fspec.url, path,
                                  functools.partial(_verify, fspec=fspec) if verify else None)
             else:
@@ -566,7 +570,8 @@ def read_idx_labels(path, label_range: Optional[Tuple[int, int]] = None) -> np.n
     return labels
 
 
-def _load_idx(spec: DatasetSpec, split: str, paths: Mapping[str, Path], fit) -> Tuple[np.ndarray, np.ndarray]:
+def _load_idx(spec: DatasetSpec, split: str, paths: Mapping[str, Path],
+              fit) -> Tuple[np.ndarray, np.ndarray]:
     images = read_idx_images(paths["images"])
     labels = read_idx_labels(paths["labels"], spec.splits[split].label_range)
     if len(images) != len(labels):
@@ -626,7 +631,8 @@ def _read_omniglot(path: Path):
     """read_omniglot_zip plus the (CRC32, size) of each member, for duplicate checks."""
     try:
         with zipfile.ZipFile(path) as zf:
-            members = sorted(_omniglot_members(path, zf), key=lambda m: (m[2], m[0].rsplit("/", 1)[-1]))
+            members = sorted(_omniglot_members(path, zf),
+                             key=lambda m: (m[2], m[0].rsplit("/", 1)[-1]))
             images = _decode_pngs(path, zf, [m[1] for m in members])
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
         raise DatasetError(f"{path}: corrupt zip ({exc}); delete it and re-download") from exc
@@ -645,7 +651,8 @@ def _decode_pngs(path: Path, zf: zipfile.ZipFile, infos) -> np.ndarray:
         except (OSError, SyntaxError, ValueError) as exc:
             raise DatasetError(f"{path}: cannot decode {info.filename}: {exc}") from exc
         if a.shape != (105, 105):
-            raise DatasetError(f"{path}: {info.filename} is {a.shape[1]}x{a.shape[0]}, expected 105x105")
+            raise DatasetError(f"{path}: {info.filename} is {a.shape[1]}x{a.shape[0]}, "
+                               "expected 105x105")
         out[i] = a
     return out
 
@@ -698,7 +705,8 @@ def _fit_mnist(background: np.ndarray) -> np.ndarray:
     return out
 
 
-def _load_omniglot(spec: DatasetSpec, split: str, paths: Mapping[str, Path], fit) -> Tuple[np.ndarray, np.ndarray]:
+def _load_omniglot(spec: DatasetSpec, split: str, paths: Mapping[str, Path],
+                   fit) -> Tuple[np.ndarray, np.ndarray]:
     fitter = _fit_resize if fit == "resize" else _fit_mnist
     lo, hi = spec.splits[split].label_range
     seen: Dict[str, Tuple[Path, int, int]] = {}
