@@ -125,7 +125,7 @@ uq_status uq_workspace_alloc(uq_workspace *ws, const uq_arch *arch, int capacity
             if (!ws->argmax[l]) goto nomem;
         }
     }
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 2 && max_targets > 0; i++) {
         ws->grad[i] = uq_malloc(sizeof(float) * rows * arch->max_size);
         if (!ws->grad[i]) goto nomem;
     }
@@ -162,19 +162,27 @@ uq_status uq_model_forward(const uq_arch *arch, const float *params, const float
 
 uq_status uq_model_backward(const uq_arch *arch, const float *params, float *dparams, float *dx,
                             const float *x, const float *dlogits, int B, int T, uq_workspace *ws) {
-    if (B > ws->capacity || T > ws->max_targets)
-        return uq_fail(UQ_ERR_VALUE, "backward of %d x %d rows exceeds workspace %d x %d", B, T, ws->capacity, ws->max_targets);
+    if (T > ws->max_targets)
+        return uq_fail(UQ_ERR_VALUE, "backward of %d targets exceeds workspace's %d", T, ws->max_targets);
+    return uq_model_backward_into(arch, params, dparams, dx, x, dlogits, B, T, ws, ws->grad[0], ws->grad[1]);
+}
+
+uq_status uq_model_backward_into(const uq_arch *arch, const float *params, float *dparams, float *dx,
+                                 const float *x, const float *dlogits, int B, int T, const uq_workspace *ws,
+                                 float *grad_a, float *grad_b) {
+    if (B > ws->capacity) return uq_fail(UQ_ERR_VALUE, "backward of %d images exceeds workspace capacity %d", B, ws->capacity);
     if (dparams && T != 1) return uq_fail(UQ_ERR_VALUE, "parameter gradients need one target per image");
+    float *grad[2] = {grad_a, grad_b};
     const int rows = B * T;
     int cur = 0;
-    memcpy(ws->grad[cur], dlogits, sizeof(float) * rows * arch->n_classes);
+    memcpy(grad[cur], dlogits, sizeof(float) * rows * arch->n_classes);
     for (int l = arch->n_layers - 1; l >= 0; l--) {
         const uq_layer *L = &arch->layer[l];
-        float *g = ws->grad[cur];
+        float *g = grad[cur];
         if (L->relu) relu_backward_inplace(g, ws->act[l], B, T, L->out_size);
         float *dinp = NULL;
         if (l > 0) {
-            dinp = ws->grad[1 - cur];
+            dinp = grad[1 - cur];
             memset(dinp, 0, sizeof(float) * rows * L->in_size);
         } else {
             dinp = dx;

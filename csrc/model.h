@@ -43,7 +43,8 @@ uq_status uq_arch_parse(uq_arch *arch, const char *spec, int in_c, int in_h, int
 void uq_arch_init_params(const uq_arch *arch, float *params, uint64_t seed);
 
 /* Activations of a forward pass over up to `capacity` images, plus gradient
- * buffers for up to `capacity` x `max_targets` backward rows. Reusable. */
+ * buffers for up to `capacity` x `max_targets` backward rows (none if
+ * max_targets is 0: then pass buffers to uq_model_backward_into). Reusable. */
 typedef struct {
     int capacity, max_targets;
     float *act[UQ_MAX_LAYERS];
@@ -65,6 +66,11 @@ static inline const float *uq_model_logits(const uq_arch *arch, const uq_workspa
  * accumulated) may each be NULL. */
 uq_status uq_model_backward(const uq_arch *arch, const float *params, float *dparams, float *dx,
                             const float *x, const float *dlogits, int B, int T, uq_workspace *ws);
+/* The same with caller-owned gradient buffers, each of B*T*max_size floats,
+ * so that several cached forward passes can share one pair. */
+uq_status uq_model_backward_into(const uq_arch *arch, const float *params, float *dparams, float *dx,
+                                 const float *x, const float *dlogits, int B, int T, const uq_workspace *ws,
+                                 float *grad_a, float *grad_b);
 
 /* Optimizer settings; state arrays m, v (Adam) or m (SGD momentum) of n_params. */
 typedef enum { UQ_OPT_ADAM = 0, UQ_OPT_SGD = 1 } uq_opt_kind;

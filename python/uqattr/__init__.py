@@ -8,7 +8,9 @@ attribution methods, plots and the report.
 import os
 
 from . import _uqattr
+from .attr import IntegratedGradients, InputXGradient, Saliency, SmoothGrad, input_gradients
 from .ensemble import DEFAULT_ARCH, Ensemble
+from .uncertainty import Uncertainty, decompose, uncertainty
 
 if os.environ.get("UQATTR_GEMM"):
     _uqattr.set_gemm_backend(os.environ["UQATTR_GEMM"])
@@ -35,4 +37,6 @@ def get_num_threads():
     return _uqattr.get_num_threads()
 
 
-__all__ = ["Ensemble", "DEFAULT_ARCH", "build_info", "set_num_threads", "get_num_threads"]
+__all__ = ["Ensemble", "DEFAULT_ARCH", "Uncertainty", "uncertainty", "decompose", "input_gradients", "Saliency",
+           "SmoothGrad", "IntegratedGradients", "InputXGradient", "build_info", "set_num_threads",
+           "get_num_threads"]

@@ -6,6 +6,8 @@
 #include "../../../csrc/gemm.h"
 
 extern PyMethodDef uq_model_methods[];
+extern PyMethodDef uq_metrics_methods[];
+extern PyMethodDef uq_uncertainty_methods[];
 extern PyTypeObject uq_TrainerType;
 
 #ifndef UQ_BUILD_FLAGS
@@ -59,6 +61,8 @@ PyMODINIT_FUNC PyInit__uqattr(void) {
     PyObject *m = PyModule_Create(&moduledef);
     if (!m) return NULL;
     if (PyModule_AddFunctions(m, uq_model_methods) < 0) goto fail;
+    if (PyModule_AddFunctions(m, uq_metrics_methods) < 0) goto fail;
+    if (PyModule_AddFunctions(m, uq_uncertainty_methods) < 0) goto fail;
     Py_INCREF(&uq_TrainerType);
     if (PyModule_AddObject(m, "Trainer", (PyObject *)&uq_TrainerType) < 0) {
         Py_DECREF(&uq_TrainerType);

@@ -1,0 +1,67 @@
+"""Shared fixtures of the uqattr test suite.
+
+* ``mnist_test`` / ``mnist_train_small``: MNIST via :mod:`uqattr.datasets`
+  (skipped with a reason when ``UQATTR_DATA`` does not point at the shared
+  ``datasets/`` folder). The arrays are shared by every test of the session,
+  so they are read-only.
+* ``small_ensemble``: a cheap trained default-arch ensemble (3 members,
+  3,000 training images, 1 epoch), session-scoped; its ``params`` are
+  read-only too, so that no test can change what the others see (train or
+  modify a copy: ``Ensemble.from_state_dicts(small_ensemble.state_dicts())``).
+"""
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+DATA = os.environ.get("UQATTR_DATA")
+HAVE_DATA = bool(DATA) and Path(DATA).is_dir()
+
+#: images and members of the shared trained ensemble
+SMALL_ENSEMBLE_TRAIN = 3000
+SMALL_ENSEMBLE_MEMBERS = 3
+
+
+def _need_data():
+    if not HAVE_DATA:
+        pytest.skip("UQATTR_DATA is unset or not a folder; set it to the shared datasets/ folder "
+                    "(e.g. UQATTR_DATA=/work/shared/datasets) to run tests on MNIST")
+
+
+def _read_only(*arrays):
+    for a in arrays:
+        a.flags.writeable = False
+    return arrays
+
+
+@pytest.fixture(scope="session")
+def mnist_test():
+    """MNIST test split: x (10000, 1, 28, 28) float32 in [0, 1], y (10000,) int64; read-only."""
+    _need_data()
+    from uqattr import datasets
+    x, y = datasets.load("mnist", "test")
+    return _read_only(x, y)
+
+
+@pytest.fixture(scope="session")
+def mnist_train_small():
+    """The first 5,000 MNIST training images and labels (read-only)."""
+    _need_data()
+    from uqattr import datasets
+    x, y = datasets.load("mnist", "train")
+    return _read_only(np.ascontiguousarray(x[:5000]), np.ascontiguousarray(y[:5000]))
+
+
+@pytest.fixture(scope="session")
+def small_ensemble(mnist_train_small):
+    """A default-arch ensemble of 3 members trained 1 epoch on 3,000 MNIST
+    images (batch 128, lr 3e-3, seed 0); about 97% of the way to useful, in
+    a few seconds. ``params`` is read-only."""
+    from uqattr import DEFAULT_ARCH, Ensemble
+    x, y = mnist_train_small
+    n = SMALL_ENSEMBLE_TRAIN
+    ens = Ensemble(DEFAULT_ARCH, members=SMALL_ENSEMBLE_MEMBERS, seed=0)
+    ens.fit(x[:n], y[:n], epochs=1, batch_size=128, lr=3e-3, progress=False)
+    ens.params.flags.writeable = False
+    return ens
