@@ -150,7 +150,7 @@ PyArrayObject *uq_float_arg(PyObject *obj, int ndim, const char *what) {
     PyArrayObject *arr = as_float_array(obj, what);
     if (!arr) return NULL;
     if (PyArray_NDIM(arr) != ndim) {
-        PyErr_Format(PyExc_ValueError, "%s must be %d-dimensional, got %d dimensions", what, ndim, PyArray_NDIM(arr));
+        PyErr_Format(PyExc_ValueError, "%s must be %d-dimensional, got %d dimension(s)", what, ndim, PyArray_NDIM(arr));
         Py_DECREF(arr);
         return NULL;
     }

@@ -231,7 +231,12 @@ static PyObject *Trainer_step(TrainerObject *self, PyObject *args, PyObject *kw)
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOLOOf:step", kwlist, &p_obj, &m_obj, &v_obj, &step, &x_obj, &y_obj, &lr))
         return NULL;
     if (step < 1) return PyErr_Format(PyExc_ValueError, "step must be >= 1 (1-based), got %lld", step);
-    if (!(lr > 0.0f)) return PyErr_Format(PyExc_ValueError, "lr must be > 0, got %g", (double)lr);
+    if (!(lr > 0.0f)) {
+        char msg[64];
+        PyOS_snprintf(msg, sizeof msg, "lr must be > 0, got %g", (double)lr); /* PyErr_Format has no %g */
+        PyErr_SetString(PyExc_ValueError, msg);
+        return NULL;
+    }
     const size_t P = self->arch.n_params;
     if (!(params = uq_slab_arg(p_obj, P, 1, "params", &rows))) goto fail;
     if (rows != 1) { PyErr_SetString(PyExc_ValueError, "params must hold one network"); goto fail; }

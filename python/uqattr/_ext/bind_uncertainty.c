@@ -19,8 +19,10 @@ static PyObject *py_decompose(PyObject *self, PyObject *args, PyObject *kw) {
     const float *p = (const float *)PyArray_DATA(probs);
     for (npy_intp i = 0; i < M * N * C; i++)
         if (p[i] < 0.0f || p[i] > 1.0f) {
-            PyErr_Format(PyExc_ValueError, "member_probs must be probabilities in [0, 1]; flat index %zd holds %g",
-                         (Py_ssize_t)i, (double)p[i]);
+            char msg[128];
+            PyOS_snprintf(msg, sizeof msg, "member_probs must be probabilities in [0, 1]; flat index %zd holds %g",
+                          (Py_ssize_t)i, (double)p[i]);
+            PyErr_SetString(PyExc_ValueError, msg);
             goto fail;
         }
     npy_intp dims2[2] = {N, C}, dims1[1] = {N};
