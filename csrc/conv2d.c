@@ -20,7 +20,8 @@ static void im2col(float *col, const float *inp, int C, int H, int W, int K) {
                 for (int y = 0; y < H; y++) {
                     const int iy = y + ki - pad;
                     float *dst = row + y * W;
-                    if (iy < 0 || iy >= H) { memset(dst, 0, sizeof(float) * W); continue; }
+                    /* x1 <= x0 when the padding exceeds the width: the whole row is padding */
+                    if (iy < 0 || iy >= H || x1 <= x0) { memset(dst, 0, sizeof(float) * W); continue; }
                     const float *src = inp + ((size_t)c * H + iy) * W + (x0 + kj - pad);
                     for (int x = 0; x < x0; x++) dst[x] = 0.0f;
                     memcpy(dst + x0, src, sizeof(float) * (x1 - x0));

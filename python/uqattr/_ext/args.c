@@ -15,7 +15,16 @@ PyObject *uq_raise_status(uq_status st) {
 int uq_arch_arg(const char *spec, PyObject *in_shape, uq_arch *arch) {
     int c = 1, h = 28, w = 28;
     if (in_shape && in_shape != Py_None) {
-        if (!PyArg_ParseTuple(in_shape, "iii;in_shape must be a tuple (C, H, W)", &c, &h, &w)) return -1;
+        /* PyArg_ParseTuple needs a real tuple (anything else is a SystemError); lists are fine too */
+        if (!PyTuple_Check(in_shape) && !PyList_Check(in_shape)) {
+            PyErr_Format(PyExc_TypeError, "in_shape must be a tuple (C, H, W) of ints, got %s", Py_TYPE(in_shape)->tp_name);
+            return -1;
+        }
+        PyObject *shape = PySequence_Tuple(in_shape);
+        if (!shape) return -1;
+        int ok = PyArg_ParseTuple(shape, "iii;in_shape must be a tuple (C, H, W) of ints", &c, &h, &w);
+        Py_DECREF(shape);
+        if (!ok) return -1;
         if (c < 1 || h < 1 || w < 1 || (long long)c * h * w > (1 << 24)) {
             PyErr_Format(PyExc_ValueError, "in_shape (%d, %d, %d) must be positive and at most 2**24 values", c, h, w);
             return -1;
