@@ -7,7 +7,7 @@ attribution methods, plots and the report.
 """
 import os
 
-from . import _uqattr
+from . import _uqattr, cuda
 from .attr import IntegratedGradients, InputXGradient, Saliency, SmoothGrad, input_gradients
 from .ensemble import DEFAULT_ARCH, Ensemble
 from .uncertainty import Uncertainty, decompose, uncertainty
@@ -37,6 +37,12 @@ def get_num_threads():
     return _uqattr.get_num_threads()
 
 
+def cuda_is_available():
+    """True if ``Ensemble(..., device="cuda")`` can be used: uqattr was built with CUDA and a
+    GPU is usable now (as ``torch.cuda.is_available()``). See :mod:`uqattr.cuda`."""
+    return cuda.is_available()
+
+
 __all__ = ["Ensemble", "DEFAULT_ARCH", "Uncertainty", "uncertainty", "decompose", "input_gradients", "Saliency",
            "SmoothGrad", "IntegratedGradients", "InputXGradient", "build_info", "set_num_threads",
-           "get_num_threads"]
+           "get_num_threads", "cuda_is_available"]

@@ -74,11 +74,17 @@ def _shape_out(model, a):
 
 
 def _gradients(model, x, targets, member, chunk=32):
-    """Gradients (list, one (N, C, H, W) array per target) and values (list of (N,))."""
+    """Gradients (list, one (N, C, H, W) array per target) and values (list of (N,)).
+    An ensemble on a GPU computes them there (uqattr.cuda), with the same values."""
     encoded = [_encode_target(t, len(x)) for t in targets]
     with model._guard.read():
-        g, v = _uqattr.input_gradients(model.arch, _params(model, member), x, encoded, in_shape=model.in_shape,
-                                       chunk=chunk)
+        if getattr(model, "_cuda", None) is not None:
+            from . import cuda
+            _params(model, member)  # validates member as on the CPU
+            g, v = cuda.input_gradients(model, x, encoded, member=member)
+        else:
+            g, v = _uqattr.input_gradients(model.arch, _params(model, member), x, encoded, in_shape=model.in_shape,
+                                           chunk=chunk)
     return [g[:, i] for i in range(len(targets))], [v[:, i] for i in range(len(targets))]
 
 

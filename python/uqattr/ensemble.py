@@ -59,14 +59,18 @@ class Ensemble:
         ``member_seed(seed, k)``; same seed, same weights, bit for bit.
     in_shape : tuple
         Shape of one input image, ``(1, 28, 28)`` for MNIST.
+    device : str
+        ``"cpu"`` (default), ``"cuda"`` or ``"cuda:N"``: where the weights live and the work
+        runs (see :meth:`to`; a missing GPU raises ``RuntimeError``).
 
     Attributes
     ----------
     params : ndarray (M, P) float32
-        All weights; row ``k`` is member ``k``.
+        All weights; row ``k`` is member ``k``. On a GPU, a host copy: synced from the device
+        when read after training, uploaded when assigned (see :mod:`uqattr.cuda`).
     """
 
-    def __init__(self, arch=DEFAULT_ARCH, members=5, seed=0, in_shape=MNIST_SHAPE, *, _params=None):
+    def __init__(self, arch=DEFAULT_ARCH, members=5, seed=0, in_shape=MNIST_SHAPE, device="cpu", *, _params=None):
         if not isinstance(arch, str):
             raise TypeError(f"arch must be a spec string, got {type(arch).__name__}")
         members = int(members)
@@ -86,11 +90,44 @@ class Ensemble:
                                     for k in range(members)])
         self.history = []
         self._guard = ReadWriteGuard()
+        self.to(device)
 
     @property
     def members(self):
         """Number of networks in the ensemble."""
-        return self.params.shape[0]
+        return self._params.shape[0]
+
+    # ---- device plumbing (the CUDA side lives in uqattr/cuda.py) ----------------------------------
+    _device = "cpu"
+    _cuda = None         # an _uqattr.CudaModel while the weights are on a GPU
+    _host_stale = False  # the GPU's weights changed since the host copy was made
+
+    @property
+    def params(self):
+        """All weights, ``(M, P)`` float32 (on a GPU: the host copy, synced on access)."""
+        if self._host_stale:
+            self._params = self._cuda.get_params()
+            self._host_stale = False
+        return self._params
+
+    @params.setter
+    def params(self, value):
+        if self._cuda is not None:  # upload first: a rejected array leaves both copies as they were
+            self._cuda.set_params(value)
+            self._host_stale = False
+        self._params = value
+
+    @property
+    def device(self):
+        """Where the weights live: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``."""
+        return self._device
+
+    def to(self, device):
+        """Moves the ensemble to ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:N"``) in place and
+        returns it, as ``torch.nn.Module.to``. ``"cuda"`` without a usable GPU raises
+        ``RuntimeError`` saying why."""
+        from . import cuda
+        return cuda.move(self, device)
 
     def __len__(self):
         return self.members
@@ -122,6 +159,9 @@ class Ensemble:
         if epochs < 1 or batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
         x, y = self._check_xy(x, y)
+        if self._cuda is not None:  # device plumbing: lockstep training on the GPU
+            from . import cuda
+            return cuda.fit(self, x, y, epochs, batch_size, lr, optimizer, schedule, weight_decay, momentum, progress)
         n = x.shape[0]
         steps_per_epoch = math.ceil(n / batch_size)
         total = steps_per_epoch * epochs
@@ -167,7 +207,8 @@ class Ensemble:
         if x.shape[:1] != y.shape[:1]:
             raise ValueError(f"x has {x.shape[0] if x.ndim else 0} images but y has "
                              f"{y.shape[0] if y.ndim else 0} labels")
-        return x, y
+        # all of it checked up front, so that a bad image or label fails fit before any weight changes
+        return _uqattr.check_data(self.arch, x, y, in_shape=self.in_shape)
 
     # ---- prediction -------------------------------------------------------------
 
@@ -178,12 +219,18 @@ class Ensemble:
         image or ``(N, 28, 28)`` stack is accepted too), floating point,
         finite."""
         with self._guard.read():
+            if self._cuda is not None:  # device plumbing
+                from . import cuda
+                return cuda.predict(self, self._images(x), False, batch_size)
             return _uqattr.predict(self.arch, self.params, self._images(x), in_shape=self.in_shape,
                                    batch_size=batch_size)
 
     def predict_logits(self, x, batch_size=256):
         """Member logits, an ``(M, N, C)`` float32 array."""
         with self._guard.read():
+            if self._cuda is not None:  # device plumbing
+                from . import cuda
+                return cuda.predict(self, self._images(x), True, batch_size)
             return _uqattr.predict(self.arch, self.params, self._images(x), logits=True, in_shape=self.in_shape,
                                    batch_size=batch_size)
 
@@ -208,7 +255,8 @@ class Ensemble:
         if not -self.members <= k < self.members:
             raise IndexError(f"member {k} out of range for an ensemble of {self.members}")
         k %= self.members
-        return Ensemble(self.arch, 1, member_seed(self.seed, k), self.in_shape, _params=self.params[k:k + 1])
+        return Ensemble(self.arch, 1, member_seed(self.seed, k), self.in_shape, self.device,
+                        _params=self.params[k:k + 1])
 
     def state_dicts(self):
         """One dict per member with PyTorch ``state_dict`` names and layouts

@@ -82,7 +82,18 @@ def decompose(member_probs, unit="nats"):
 
 def uncertainty(model, x, unit="nats", batch_size=256):
     """Predicts ``x`` with every member of ``model`` and decomposes the
-    uncertainty of each image; returns an :class:`Uncertainty`."""
+    uncertainty of each image; returns an :class:`Uncertainty`. An ensemble on
+    a GPU does both there (uqattr.cuda), with the same values."""
+    if getattr(model, "_cuda", None) is not None:
+        if unit not in ("nats", "bits"):
+            raise ValueError(f"unit must be 'nats' or 'bits', got {unit!r}")
+        from . import cuda
+        with model._guard.read():
+            d = cuda.decompose(model, model._images(x), batch_size)
+        scale = np.float32(1.0 / math.log(2.0) if unit == "bits" else 1.0)
+        return Uncertainty(member_probs=d["member_probs"], mean_probs=d["mean_probs"], pred=d["pred"].astype(np.int64),
+                           max_prob=d["max_prob"], total=d["total"] * scale, aleatoric=d["aleatoric"] * scale,
+                           epistemic=d["epistemic"] * scale, unit=unit)
     return decompose(model.predict_proba(x, batch_size=batch_size), unit=unit)
 
 

@@ -77,6 +77,24 @@ static PyObject *py_permutation(PyObject *self, PyObject *args, PyObject *kw) {
     return (PyObject *)out;
 }
 
+/* check_data(spec, x, y, in_shape) -> (x, y): the training-data checks of Trainer.step run once over
+ * the whole set (float32 C-contiguous finite images, int32 labels in range), so that fit fails before
+ * any weight changes rather than at a bad batch halfway through. */
+static PyObject *py_check_data(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"spec", "x", "y", "in_shape", NULL};
+    const char *spec;
+    PyObject *x_obj, *y_obj, *in_shape = NULL;
+    PyArrayObject *x = NULL, *y = NULL;
+    uq_arch arch;
+    npy_intp N;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "sOO|O:check_data", kwlist, &spec, &x_obj, &y_obj, &in_shape))
+        return NULL;
+    if (uq_arch_arg(spec, in_shape, &arch)) return NULL;
+    if (!(x = uq_images_arg(x_obj, &arch, "x", &N))) return NULL;
+    if (!(y = uq_labels_arg(y_obj, N, arch.n_classes, "y"))) { Py_DECREF(x); return NULL; }
+    return Py_BuildValue("(NN)", (PyObject *)x, (PyObject *)y);
+}
+
 /* Member outputs for N images: (M, N, C) probabilities or logits. */
 static PyObject *py_predict(PyObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"spec", "params", "x", "logits", "in_shape", "batch_size", NULL};
@@ -283,6 +301,7 @@ static PyObject *Trainer_gradients(TrainerObject *self, PyObject *args, PyObject
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO:gradients", kwlist, &p_obj, &x_obj, &y_obj)) return NULL;
     const size_t P = self->arch.n_params;
     if (!(params = uq_slab_arg(p_obj, P, 0, "params", &rows))) goto fail;
+    if (rows != 1) { PyErr_SetString(PyExc_ValueError, "params must hold one network"); goto fail; }
     if (!(x = uq_images_arg(x_obj, &self->arch, "x", &B))) goto fail;
     if (B > self->ws.capacity) {
         PyErr_Format(PyExc_ValueError, "batch of %zd images exceeds the Trainer's batch_size %d", (Py_ssize_t)B, self->ws.capacity);
@@ -343,6 +362,8 @@ PyTypeObject uq_TrainerType = {
 };
 
 PyMethodDef uq_model_methods[] = {
+    {"check_data", (PyCFunction)(void (*)(void))py_check_data, METH_VARARGS | METH_KEYWORDS,
+     "check_data(spec, x, y, in_shape=(1, 28, 28)) -> (x, y) as float32 images and int32 labels, validated"},
     {"arch_layers", (PyCFunction)(void (*)(void))py_arch_layers, METH_VARARGS | METH_KEYWORDS,
      "arch_layers(spec, in_shape=(1, 28, 28)) -> dict(n_params, n_classes, layers=[...])"},
     {"init_params", (PyCFunction)(void (*)(void))py_init_params, METH_VARARGS | METH_KEYWORDS,

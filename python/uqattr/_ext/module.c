@@ -9,6 +9,10 @@ extern PyMethodDef uq_model_methods[];
 extern PyMethodDef uq_metrics_methods[];
 extern PyMethodDef uq_uncertainty_methods[];
 extern PyTypeObject uq_TrainerType;
+/* bind_cuda.c (CUDA backend; stubs in a CPU-only build) */
+extern PyMethodDef uq_cuda_methods[];
+int uq_cuda_add_types(PyObject *m);
+void uq_cuda_build_info(int *compiled, int *usable, int *version);
 
 #ifndef UQ_BUILD_FLAGS
 #define UQ_BUILD_FLAGS ""
@@ -18,9 +22,19 @@ extern PyTypeObject uq_TrainerType;
 #endif
 
 static PyObject *py_build_info(PyObject *self, PyObject *unused) {
-    return Py_BuildValue("{s:s,s:s,s:O,s:O,s:i,s:O,s:s}", "gemm", uq_gemm_backend(), "blas", UQ_BLAS_NAME,
-                         "openmp", uq_have_openmp() ? Py_True : Py_False, "cuda", Py_False, "num_threads",
-                         uq_num_threads(), "cuda_compiled", Py_False, "cflags", UQ_BUILD_FLAGS);
+    /* cuda: a device is usable now; cuda_compiled: the backend is built in; cuda_version: "13.0" or "" */
+    int cuda_compiled, cuda_usable, cuda_version;
+    char cuda_version_str[16] = "";
+    cuda_compiled = cuda_usable = cuda_version = 0;
+    Py_BEGIN_ALLOW_THREADS
+    uq_cuda_build_info(&cuda_compiled, &cuda_usable, &cuda_version);
+    Py_END_ALLOW_THREADS
+    if (cuda_compiled)
+        PyOS_snprintf(cuda_version_str, sizeof cuda_version_str, "%d.%d", cuda_version / 1000, cuda_version % 1000 / 10);
+    return Py_BuildValue("{s:s,s:s,s:O,s:O,s:i,s:O,s:s,s:s}", "gemm", uq_gemm_backend(), "blas", UQ_BLAS_NAME,
+                         "openmp", uq_have_openmp() ? Py_True : Py_False, "cuda", cuda_usable ? Py_True : Py_False,
+                         "num_threads", uq_num_threads(), "cuda_compiled", cuda_compiled ? Py_True : Py_False,
+                         "cuda_version", cuda_version_str, "cflags", UQ_BUILD_FLAGS);
 }
 
 static PyObject *py_set_num_threads(PyObject *self, PyObject *arg) {
@@ -63,6 +77,7 @@ PyMODINIT_FUNC PyInit__uqattr(void) {
     if (PyModule_AddFunctions(m, uq_model_methods) < 0) goto fail;
     if (PyModule_AddFunctions(m, uq_metrics_methods) < 0) goto fail;
     if (PyModule_AddFunctions(m, uq_uncertainty_methods) < 0) goto fail;
+    if (PyModule_AddFunctions(m, uq_cuda_methods) < 0 || uq_cuda_add_types(m) < 0) goto fail;
     Py_INCREF(&uq_TrainerType);
     if (PyModule_AddObject(m, "Trainer", (PyObject *)&uq_TrainerType) < 0) {
         Py_DECREF(&uq_TrainerType);
