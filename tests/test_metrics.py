@@ -299,7 +299,7 @@ P3 = softmax(np.random.default_rng(0).normal(size=(5, 3)))
     (P3, [0, 1, 10, 0, 1], {}, ValueError, r"labels\[2\] = 10 is outside \[0, 3\)"),
     (P3, [0, 1, 2, -1, 1], {}, ValueError, r"labels\[3\] = -1 is outside \[0, 3\)"),
     (P3, np.zeros(5), {}, TypeError, r"labels must be an integer array, got dtype float64"),
-    (P3[0], [0], {}, ValueError, r"probs must be 2-dimensional, got 1 dimensions"),
+    (P3[0], [0], {}, ValueError, r"probs must be 2-dimensional, got 1 dimension\(s\)"),
     (np.zeros((0, 3), np.float32), [], {}, ValueError, r"probs must have shape \(N, C\) with N >= 1.*\(0, 3\)"),
     (np.where(np.arange(15).reshape(5, 3) == 4, np.nan, P3), [0] * 5, {}, ValueError, r"probs contains NaN or Inf"),
     (P3 * 2, [0] * 5, {}, ValueError, r"probs\[\d, \d\] = [\d.]+ is not a probability in \[0, 1\]"),
