@@ -1,6 +1,7 @@
-"""Command line of uqattr: ``uqattr train`` (also ``python -m uqattr train``)."""
+"""Command line of uqattr: ``uqattr train`` and ``uqattr report`` (also ``python -m uqattr ...``)."""
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -39,6 +40,28 @@ def _train(args):
     return 0
 
 
+def _report(args):
+    import matplotlib
+    matplotlib.use("Agg")
+    from . import report
+
+    t0 = time.perf_counter()
+    result = report.build(args.out, model_path=args.model, quick=args.quick, sections=args.sections,
+                          classes=args.classes.split(",") if args.classes else None, progress=not args.quiet)
+    mnist = result["mnist"]
+    print(f"report written to {os.path.join(args.out, 'index.html')} in {time.perf_counter() - t0:.1f} s "
+          f"({result['model']['how']})")
+    print(f"MNIST test: ensemble accuracy {mnist['ensemble']['accuracy']:.4f}, NLL {mnist['ensemble']['nll']:.4f}, "
+          f"ECE {mnist['ensemble']['ece']:.4f}; single model accuracy {mnist['single']['accuracy']:.4f}, "
+          f"NLL {mnist['single']['nll']:.4f}, ECE {mnist['single']['ece']:.4f}")
+    for name, res in result["ood"].items():
+        m = res["metrics"]
+        print(f"OOD {name}: AUROC single-model MSP {m['msp_single']['auroc']:.4f}, ensemble MSP "
+              f"{m['msp_ensemble']['auroc']:.4f}, epistemic {m['epistemic']['auroc']:.4f}, total "
+              f"{m['total']['auroc']:.4f}")
+    return 0
+
+
 def main(argv=None):
     from .ensemble import DEFAULT_ARCH
 
@@ -58,6 +81,20 @@ def main(argv=None):
     p.add_argument("--metrics", default=None, help="also write accuracies and timings as JSON here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
+    r = sub.add_parser("report", help="build the whole study as HTML + figures + metrics.json",
+                       description="Builds OUT/index.html (every section of the study, figures beside it), "
+                                   "OUT/metrics.json and OUT/model.npz.")
+    r.add_argument("--out", default="report", help="output folder (default: %(default)s)")
+    r.add_argument("--model", default=None, metavar="PATH",
+                   help="a saved ensemble (.npz) to use; otherwise the default one is trained and cached as "
+                        "OUT/model.npz (reused by the next report into OUT)")
+    r.add_argument("--quick", action="store_true",
+                   help="a small, fast run (2 members on 3,000 images, small subsets; for smoke tests)")
+    r.add_argument("--sections", default=None,
+                   help="comma-separated sections, e.g. 1.2,2.1,3.2 (or whole parts: 1,2,3); default all")
+    r.add_argument("--classes", default=None, help="the classes of sections 2.4-2.6 (default: 4,8,5)")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.set_defaults(func=_report)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

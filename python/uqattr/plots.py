@@ -28,7 +28,20 @@ def _show_map(fig, ax, m, title, signed, vmax=None):
     ax.set_title(title, fontsize=11)
     ax.set_xticks([])
     ax.set_yticks([])
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    _colorbar(fig, ax, im)
+
+
+def _colorbar(fig, ax, im):
+    """Colorbar beside ``ax``. Tiny or huge ranges (e.g. saliency of saturated
+    predictions, ~1e-8) get ticks like "2e-08" instead of matplotlib's offset
+    text ("1e-8"), which sits above the bar and runs into the map's title."""
+    cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    top = max(abs(v) for v in im.get_clim())
+    if top and (top < 1e-2 or top >= 1e4):
+        from matplotlib.ticker import FuncFormatter
+        cb.formatter = FuncFormatter(lambda v, _: "0" if v == 0 else f"{v:.0e}")
+        cb.update_ticks()
+    return cb
 
 
 def _show_image(ax, img, title):
