@@ -6,10 +6,12 @@ must be free to set its environment (thread counts, OpenBLAS core type) before
 NumPy, uqattr or PyTorch are loaded.
 """
 import math
+import multiprocessing as mp
 import os
 import statistics
 import sys
 import time
+import traceback
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -26,26 +28,37 @@ def import_uqattr():
     return uqattr
 
 
-def load_mnist(n, seed=0):
-    """``n`` real MNIST training images (float32, (n, 1, 28, 28), in [0, 1]) and
-    int64 labels, in a seeded shuffled order, contiguous. Falls back to random
-    images (said so on stderr, and in the returned note) when the data set is
-    not installed (set ``UQATTR_DATA`` to the folder holding ``mnist/``)."""
+def load_mnist(n, seed=0, split="train", shuffle=True):
+    """``n`` real MNIST images of ``split`` ("train" or "test"; float32,
+    (n, 1, 28, 28), in [0, 1]) and int64 labels, contiguous: the first ``n``
+    of a seeded shuffle (``shuffle=False``: the first ``n`` in file order).
+    Falls back to random images (said so on stderr, and in the returned note)
+    when the data set is not installed (set ``UQATTR_DATA`` to the folder
+    holding ``mnist/``)."""
     import numpy as np
     uqattr = import_uqattr()
     from uqattr import datasets
     rng = np.random.default_rng(seed)
     try:
-        x, y = datasets.load("mnist", "train")
-        note = f"MNIST train ({x.shape[0]} images, first {min(n, x.shape[0])} of a seeded shuffle)"
+        x, y = datasets.load("mnist", split)
+        how = "of a seeded shuffle" if shuffle else "in file order"
+        note = f"MNIST {split} ({x.shape[0]} images, first {min(n, x.shape[0])} {how})"
     except (OSError, ValueError) as e:  # FileNotFoundError, DatasetError
         print(f"note: MNIST not found ({e}); using random images", file=sys.stderr)
         x = rng.random((n, 1, 28, 28), dtype=np.float32)
         y = rng.integers(0, 10, n)
         note = "random images (MNIST not found; set UQATTR_DATA)"
-    idx = rng.permutation(x.shape[0])[:n]
+    idx = rng.permutation(x.shape[0])[:n] if shuffle else np.arange(min(n, x.shape[0]))
     del uqattr
     return np.ascontiguousarray(x[idx], dtype=np.float32), np.ascontiguousarray(y[idx], dtype=np.int64), note
+
+
+def load_line():
+    """"load average at start: ..." with a warning when the machine is busy."""
+    load = os.getloadavg()
+    ncpu = os.cpu_count() or 1
+    busy = " (busy machine: expect noise; compare the per-round ratios)" if load[0] > 0.5 * ncpu else ""
+    return f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f} (1/5/15 min) on {ncpu} CPUs{busy}"
 
 
 def layer_flops(layers):
@@ -132,3 +145,73 @@ class Stopwatch:
 
     def __exit__(self, *exc):
         self.seconds = time.perf_counter() - self.t0
+
+
+# ---------------------------------------------------------------------------------------------
+# worker processes: each contender lives in its own process (its own OpenMP / BLAS runtimes)
+# and answers ("method", kwargs) messages
+# ---------------------------------------------------------------------------------------------
+
+def _worker_main(conn, cls, cfg):
+    try:
+        obj = cls(cfg)
+        conn.send(("ok", None))
+    except BaseException:
+        conn.send(("err", traceback.format_exc()))
+        return
+    while True:
+        msg = conn.recv()
+        if msg is None:
+            return
+        name, kwargs = msg
+        try:
+            conn.send(("ok", getattr(obj, name)(**kwargs)))
+        except BaseException:
+            conn.send(("err", traceback.format_exc()))
+
+
+class Worker:
+    """An instance of ``cls(cfg)`` in a "spawn" worker process; ``env`` is
+    applied to the environment it starts with (thread counts, BLAS core type,
+    set before NumPy / uqattr / PyTorch load). ``worker("method", **kwargs)``
+    calls ``method`` there and returns its (picklable) result. ``cls`` must be
+    importable by the worker: defined at the top level of the main script or
+    of a module."""
+
+    def __init__(self, cls, cfg, env=None):
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        saved = {k: os.environ.get(k) for k in (env or {})}
+        os.environ.update(env or {})
+        try:
+            self.proc = ctx.Process(target=_worker_main, args=(child, cls, cfg), daemon=True)
+            self.proc.start()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        status, err = self.conn.recv()
+        if status != "ok":
+            self.proc.join()
+            raise RuntimeError(f"{cls.__name__} worker failed to start:\n{err}")
+
+    def __call__(self, name, **kwargs):
+        self.conn.send((name, kwargs))
+        status, res = self.conn.recv()
+        if status != "ok":
+            raise RuntimeError(res)
+        return res
+
+    def close(self):
+        try:
+            self.conn.send(None)
+        except (BrokenPipeError, OSError):
+            pass
+        self.proc.join(timeout=10)
+
+
+def torch_available():
+    import importlib.util
+    return importlib.util.find_spec("torch") is not None

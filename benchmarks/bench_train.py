@@ -30,15 +30,13 @@ repository root:
     UQATTR_DATA=/path/to/datasets python benchmarks/bench_train.py --threads 1
 """
 import argparse
-import multiprocessing as mp
 import os
 import sys
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (Samples, Stopwatch, flops_per_image, fmt_rate, fmt_ratio, import_uqattr,  # noqa: E402
-                     layer_flops, load_mnist, paired_ratio, table)
+from _common import (Samples, Stopwatch, Worker, flops_per_image, fmt_rate, fmt_ratio, import_uqattr,  # noqa: E402
+                     layer_flops, load_line, load_mnist, paired_ratio, table, torch_available)
 
 DEFAULT_ARCH = "conv32-pool-conv64-pool-fc128-fc10"
 
@@ -340,68 +338,6 @@ class NumpyWorker:
 WORKERS = {"uqattr": UqattrWorker, "torch": TorchWorker, "numpy": NumpyWorker}
 
 
-def _worker_main(conn, kind, cfg):
-    try:
-        obj = WORKERS[kind](cfg)
-        conn.send(("ok", None))
-    except BaseException:
-        conn.send(("err", traceback.format_exc()))
-        return
-    while True:
-        msg = conn.recv()
-        if msg is None:
-            return
-        name, kwargs = msg
-        try:
-            conn.send(("ok", getattr(obj, name)(**kwargs)))
-        except BaseException:
-            conn.send(("err", traceback.format_exc()))
-
-
-class Worker:
-    """A worker process; ``env`` is applied to the environment it starts with."""
-
-    def __init__(self, kind, cfg, env=None):
-        ctx = mp.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        saved = {k: os.environ.get(k) for k in (env or {})}
-        os.environ.update(env or {})
-        try:
-            self.proc = ctx.Process(target=_worker_main, args=(child, kind, cfg), daemon=True)
-            self.proc.start()
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-        status, err = self.conn.recv()
-        if status != "ok":
-            self.proc.join()
-            raise RuntimeError(f"{kind} worker failed to start:\n{err}")
-
-    def __call__(self, name, **kwargs):
-        self.conn.send((name, kwargs))
-        status, res = self.conn.recv()
-        if status != "ok":
-            raise RuntimeError(res)
-        return res
-
-    def close(self):
-        try:
-            self.conn.send(None)
-        except (BrokenPipeError, OSError):
-            pass
-        self.proc.join(timeout=10)
-
-
-# ---------------------------------------------------------------------------------------------
-
-def torch_available():
-    import importlib.util
-    return importlib.util.find_spec("torch") is not None
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", default=DEFAULT_ARCH, help="architecture spec (default %(default)s)")
@@ -432,7 +368,7 @@ def main(argv=None):
 
     # ---- start the workers ------------------------------------------------------------------
     uq_env = {} if args.openblas_coretype is None else {"OPENBLAS_CORETYPE": args.openblas_coretype}
-    uq = Worker("uqattr", cfg, uq_env)
+    uq = Worker(WORKERS["uqattr"], cfg, uq_env)
     info = uq("info")
     threads = args.threads or info["num_threads"]
     backends = [b for b in args.backends.split(",") if b in info["backends"]]
@@ -446,7 +382,7 @@ def main(argv=None):
         print("note: PyTorch is not importable in this environment; PyTorch columns skipped "
               "(pip install torch to compare)")
     else:
-        th = Worker("torch", cfg)
+        th = Worker(WORKERS["torch"], cfg)
     fwd_flops, train_flops = flops_per_image(info["layers"])
 
     print(f"uqattr: gemm default {info['gemm']!r}, BLAS {info['blas'] or 'none'}, OpenMP {info['openmp']}, "
@@ -461,6 +397,7 @@ def main(argv=None):
     print(f"arch {args.arch!r}, batch {args.batch_size}, Adam lr {args.lr:g}; data: {info['data']}")
     print(f"FLOPs per image: forward {fwd_flops / 1e6:.2f} M, training step {train_flops / 1e6:.2f} M "
           f"(2 x MACs; backward = weight grads + input grads but the first layer's)")
+    print(f"load average at start: {load_line()}")
     print(f"{args.rounds} interleaved rounds of {args.steps} steps (after {args.warmup} warm-up) per contender; "
           f"best round (median round)\n", flush=True)
 
@@ -522,18 +459,18 @@ def main(argv=None):
     print(table(hdr, rows), flush=True)
 
     # ---- where a step's time goes ------------------------------------------------------------
-    print(f"\nOne batch of {args.batch_size}, best of 5, ms (GFLOP/s): forward / forward+backward / whole step "
-          f"(the rest of a step: optimizer, zeroing, bookkeeping)")
+    print(f"\nOne batch of {args.batch_size}, ms (GFLOP/s), best of 7 interleaved repeats each of: forward, "
+          f"forward+backward, whole step; backward and 'optimizer etc.' are differences of those (noisy)")
     rows = []
     bwd_flops = train_flops - fwd_flops
     for name, w, b in contenders:
-        ph = w("phases", backend=b, reps=5)
+        ph = w("phases", backend=b, reps=7)
         f, fb, st = ph["forward"], ph["forward+backward"], ph["step"]
         B = args.batch_size
         rows.append([name, f"{1e3 * f:.1f} ({B * fwd_flops / f / 1e9:.0f})",
                      f"{1e3 * (fb - f):.1f} ({B * bwd_flops / max(fb - f, 1e-9) / 1e9:.0f})",
-                     f"{1e3 * fb:.1f}", f"{1e3 * (st - fb):.1f}", f"{1e3 * st:.1f}"])
-    print(table(["", "forward", "backward (fb - f)", "fwd+bwd", "step - fwd+bwd", "step"], rows), flush=True)
+                     f"{1e3 * fb:.1f}", f"{1e3 * max(st - fb, 0.0):.1f}", f"{1e3 * st:.1f}"])
+    print(table(["", "forward", "backward", "fwd+bwd", "optimizer etc.", "step"], rows), flush=True)
 
     # ---- GEMM rates --------------------------------------------------------------------------
     if not args.no_gemm:
@@ -549,11 +486,11 @@ def main(argv=None):
             ("fc1 dW      g^T(128x128) @ x(128x3136)", (1, 0, 128, 3136, 128)),
             ("fc1 dx      g(128x128) @ W(128x3136)", (0, 0, 128, 3136, 128)),
         ]
-        np1 = Worker("numpy", cfg, {"OPENBLAS_NUM_THREADS": "1"})
+        np1 = Worker(WORKERS["numpy"], cfg, {"OPENBLAS_NUM_THREADS": "1"})
         one = np1("gemm", shapes=big[:1] + [s for _, s in shapes])
         np_info = np1("info")
         np1.close()
-        npn = Worker("numpy", cfg, {"OPENBLAS_NUM_THREADS": str(threads)})
+        npn = Worker(WORKERS["numpy"], cfg, {"OPENBLAS_NUM_THREADS": str(threads)})
         many = npn("gemm", shapes=big)
         npn.close()
         core = ", ".join(f"{k}: {v}" for k, v in np_info["openblas"].items()) or "?"
