@@ -120,8 +120,8 @@ def test_sections_appear_in_order(quick_report):
     out, _, _ = quick_report
     got = numbers(parse(out).headings)
     assert got == list(SECTIONS)
-    assert got[:14] == ["1.1", "1.2", "1.3", "1.4", "2.1", "2.2", "2.3", "2.4", "2.5", "2.6", "3.1", "3.2", "3.3",
-                        "3.4"]
+    assert got[:15] == ["1.1", "1.2", "1.3", "1.4", "2.1", "2.2", "2.3", "2.4", "2.5", "2.6", "2.7", "3.1", "3.2",
+                        "3.3", "3.4"]
     text = (out / "index.html").read_text(encoding="utf-8").lower()
     for words in ("total uncertainty", "saliency map", "emnist", "kmnist", "omniglot", "auroc"):
         assert words in text, words
@@ -169,6 +169,15 @@ def test_metrics_json_has_every_key(quick_report):
         assert _finite(m["editing"][k]), k
     assert m["editing"]["total_after"] > m["editing"]["total_before"]
     assert m["editing"]["max_linf"] <= m["editing"]["eps"] + 1e-6
+
+    bt = m["blur_test"]
+    assert bt["n_images"] > 0 and set(bt["n_tested"]) == {"total", "aleatoric", "epistemic", "max_prob"}
+    assert "random" in bt["methods"] and len(bt["methods"]) >= 8
+    for method, by_target in bt["methods"].items():
+        assert set(by_target) == set(bt["n_tested"]), method
+        for t, summary in by_target.items():
+            assert set(summary) == {"urc@1%", "urc@5%", "1-auc"} and all(map(_finite, summary.values()))
+            assert 0 <= summary["urc@1%"] <= summary["urc@5%"] <= 1, (method, t, summary)
 
     t = m["timings"]
     for k in TIMINGS + tuple(f"section_{s}_seconds" for s in SECTIONS):

@@ -8,7 +8,7 @@ attribution methods, plots and the report.
 import os
 
 from . import _uqattr, cuda
-from .attr import IntegratedGradients, InputXGradient, Saliency, SmoothGrad, input_gradients
+from .attr import BaselineXGradient, IntegratedGradients, InputXGradient, Saliency, SmoothGrad, input_gradients
 from .ensemble import DEFAULT_ARCH, Ensemble
 from .uncertainty import Uncertainty, decompose, uncertainty
 
@@ -44,5 +44,5 @@ def cuda_is_available():
 
 
 __all__ = ["Ensemble", "DEFAULT_ARCH", "Uncertainty", "uncertainty", "decompose", "input_gradients", "Saliency",
-           "SmoothGrad", "IntegratedGradients", "InputXGradient", "build_info", "set_num_threads",
+           "SmoothGrad", "IntegratedGradients", "InputXGradient", "BaselineXGradient", "build_info", "set_num_threads",
            "get_num_threads", "cuda_is_available"]
