@@ -439,14 +439,14 @@ def torch_baseline(checks, timings, args, data, model, init):
     t0 = time.perf_counter()
     for k, module in enumerate(members):
         module.train()
-        opt = torch.optim.Adam(module.parameters(), lr=2e-3)
+        opt = torch.optim.Adam(module.parameters(), lr=3e-3)
         step = 0
         for e in range(epochs):
             order = orders[k][e]
             for i in range(0, n_train, 128):
                 idx = order[i:i + 128]
                 for group in opt.param_groups:
-                    group["lr"] = lr_at(step, total, 2e-3, "cosine")
+                    group["lr"] = lr_at(step, total, 3e-3, "cosine")
                 step += 1
                 loss = nn.functional.cross_entropy(module(xt[idx]), yt[idx])
                 opt.zero_grad(set_to_none=True)

@@ -72,7 +72,7 @@ def main(argv=None):
     p.add_argument("--members", type=int, default=5, help="ensemble size (default: %(default)s)")
     p.add_argument("--epochs", type=int, default=3, help="epochs (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=128, help="minibatch size (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default: %(default)s)")
     p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine",
                    help="learning-rate schedule (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="ensemble seed (default: %(default)s)")

@@ -138,12 +138,12 @@ class Ensemble:
 
     # ---- training ---------------------------------------------------------------
 
-    def fit(self, x, y, epochs=3, batch_size=128, lr=2e-3, optimizer="adam", schedule="cosine",
+    def fit(self, x, y, epochs=3, batch_size=128, lr=3e-3, optimizer="adam", schedule="cosine",
             weight_decay=0.0, momentum=0.9, progress=True):
         """Train every member on ``(x, y)``; returns ``self``.
 
         The default recipe is Adam with a cosine learning-rate schedule (peak
-        ``lr = 2e-3`` after a 5% linear warm-up, decaying to 0), batch 128,
+        ``lr = 3e-3`` after a 5% linear warm-up, decaying to 0), batch 128,
         3 epochs; each member sees the data in its own seeded order.
         ``schedule="constant"`` trains at a fixed ``lr``; ``optimizer="sgd"``
         uses SGD with ``momentum``.

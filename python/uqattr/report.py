@@ -92,7 +92,7 @@ MAP_ORDER = ("total", "epistemic", "aleatoric")
 CAL_KEYS = ("accuracy", "nll", "ece", "brier")
 OOD_METRIC_KEYS = ("auroc", "aupr_in", "aupr_out", "fpr95")
 #: The training recipe of the default ensemble (besides members, epochs, images, seed).
-_RECIPE = {"arch": DEFAULT_ARCH, "batch_size": 128, "lr": 2e-3, "schedule": "cosine", "optimizer": "adam"}
+_RECIPE = {"arch": DEFAULT_ARCH, "batch_size": 128, "lr": 3e-3, "schedule": "cosine", "optimizer": "adam"}
 MODEL_FILE, MODEL_INFO, INDEX, METRICS = "model.npz", "model.json", "index.html", "metrics.json"
 
 
