@@ -505,3 +505,26 @@ def test_kernel_wider_than_image():
     res = subprocess.run([sys.executable, "-c", WIDE_KERNEL.format(tests=str(REPO / "tests"))],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, f"rc {res.returncode}\n{res.stdout}\n{res.stderr[-2000:]}"
+
+
+MANY_CLASSES = textwrap.dedent("""
+    import numpy as np
+    from uqattr import _uqattr
+    # 4M classes: a stack array of C floats (16 MB) overflowed the 8 MB stack
+    r = _uqattr.decompose(np.full((2, 1, 4_000_000), 0.25, np.float32))
+    assert r["mean_probs"].shape == (1, 4_000_000) and r["pred"][0] == 0, r
+    assert abs(r["aleatoric"][0] - 4_000_000 * 0.25 * np.log(4.0)) < 1e3, r["aleatoric"]
+    # the most classes a spec allows, through input gradients (two stack arrays of C floats)
+    spec, shp = "fc1000000", (1, 1, 1)
+    p = _uqattr.init_params(spec, 1, in_shape=shp)
+    g, v = _uqattr.input_gradients(spec, np.stack([p, p]), np.ones((2,) + shp, np.float32),
+                                   [(0, None), (4, np.array([3, 999_999]))], in_shape=shp)
+    assert g.shape == (2, 2, 1, 1, 1) and np.isfinite(g).all() and np.isfinite(v).all(), (g, v)
+    print("ok")
+""")
+
+
+def test_many_classes_do_not_overflow_the_stack():
+    """Run in a subprocess: the bug was a segfault (stack arrays sized by the class count)."""
+    res = subprocess.run([sys.executable, "-c", MANY_CLASSES], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "ok" in res.stdout, f"rc {res.returncode}\n{res.stdout}\n{res.stderr[-2000:]}"

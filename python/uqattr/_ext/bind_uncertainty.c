@@ -32,11 +32,13 @@ static PyObject *py_decompose(PyObject *self, PyObject *args, PyObject *kw) {
     if (!(total = (PyArrayObject *)PyArray_SimpleNew(1, dims1, NPY_FLOAT32))) goto fail;
     if (!(ale = (PyArrayObject *)PyArray_SimpleNew(1, dims1, NPY_FLOAT32))) goto fail;
     if (!(epi = (PyArrayObject *)PyArray_SimpleNew(1, dims1, NPY_FLOAT32))) goto fail;
+    uq_status st;
     Py_BEGIN_ALLOW_THREADS
-    uq_decompose((float *)PyArray_DATA(mean), (int32_t *)PyArray_DATA(pred), (float *)PyArray_DATA(maxp),
+    st = uq_decompose((float *)PyArray_DATA(mean), (int32_t *)PyArray_DATA(pred), (float *)PyArray_DATA(maxp),
                  (float *)PyArray_DATA(total), (float *)PyArray_DATA(ale), (float *)PyArray_DATA(epi), p, (int)M,
                  (int)N, (int)C);
     Py_END_ALLOW_THREADS
+    if (st) { uq_raise_status(st); goto fail; }
     Py_DECREF(probs);
     return Py_BuildValue("{s:N,s:N,s:N,s:N,s:N,s:N}", "mean_probs", mean, "pred", pred, "max_prob", maxp, "total",
                          total, "aleatoric", ale, "epistemic", epi);
