@@ -528,3 +528,12 @@ def test_many_classes_do_not_overflow_the_stack():
     """Run in a subprocess: the bug was a segfault (stack arrays sized by the class count)."""
     res = subprocess.run([sys.executable, "-c", MANY_CLASSES], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "ok" in res.stdout, f"rc {res.returncode}\n{res.stdout}\n{res.stderr[-2000:]}"
+
+
+@pytest.mark.parametrize("entry", [e for e in ENTRY_POINTS if e != "Ensemble.fit"])  # fit: counts first
+def test_huge_broadcast_batch_refused_before_copying(net, ens, entry):
+    """A stride-0 view claiming 2**31 images was copied to contiguous float32 (a 6.7 TB allocation,
+    a MemoryError here, a long stall where it fits) before the image count was checked."""
+    x = np.broadcast_to(net[1][:1], (2**31, 1, 28, 28))
+    with pytest.raises(ValueError, match="too many images"):
+        image_entry_points(net, ens)[entry](x)
