@@ -537,3 +537,39 @@ def test_huge_broadcast_batch_refused_before_copying(net, ens, entry):
     x = np.broadcast_to(net[1][:1], (2**31, 1, 28, 28))
     with pytest.raises(ValueError, match="too many images"):
         image_entry_points(net, ens)[entry](x)
+
+
+def test_fuzz_findings(net):
+    """Found by tests/test_fuzz.py (all fixed): an int overflow in the spec parser gave a negative
+    parameter count; lr = inf (or a double beyond float range) was taken and made the weights
+    inf / NaN; m and v of two networks were taken for one; set_num_threads(2**32 + 5) wrapped to 5;
+    an in_shape whose C * H * W overflows 64 bits passed the size check."""
+    params, x, y, _ = net
+    for spec, shp in [("conv1000000-fc2", (1, 5, 430)), ("conv100000-conv100000-fc2", (1, 200, 200)),
+                      ("fc2", (1, 4096, 4096))]:
+        try:
+            info = _uqattr.arch_layers(spec, in_shape=shp)
+        except ValueError as e:
+            assert "2**31" in str(e) or "2**24" in str(e)
+        else:
+            assert info["n_params"] > 0, (spec, info["n_params"])
+    with pytest.raises(ValueError, match="more than 2\\*\\*31"):
+        _uqattr.arch_layers("conv1000000-fc2", in_shape=(1, 5, 430))
+    # C * H * W beyond a long long wrapped around and passed the 2**24 check
+    with pytest.raises(ValueError, match="in_shape"):
+        _uqattr.arch_layers("fc2", in_shape=(43518, 16976535, 16978003))
+    m, v = np.zeros(P, np.float32), np.zeros(P, np.float32)
+    for lr in (float("inf"), 1e300):
+        p = params.copy()
+        with pytest.raises(ValueError, match="lr must be finite"):
+            trainer().step(p, m, v, 1, x, y, lr)
+        np.testing.assert_array_equal(p, params)
+    two = np.zeros((2, P), np.float32)
+    for state in ((two, v), (m, two)):
+        with pytest.raises(ValueError, match="one network's state"):
+            trainer().step(params.copy(), *state, 1, x, y, 1e-3)
+    threads = _uqattr.get_num_threads()
+    for n in (2**32 + 5, 2**40, -1):
+        with pytest.raises((ValueError, OverflowError)):
+            _uqattr.set_num_threads(n)
+        assert _uqattr.get_num_threads() == threads

@@ -25,7 +25,8 @@ int uq_arch_arg(const char *spec, PyObject *in_shape, uq_arch *arch) {
         int ok = PyArg_ParseTuple(shape, "iii;in_shape must be a tuple (C, H, W) of ints", &c, &h, &w);
         Py_DECREF(shape);
         if (!ok) return -1;
-        if (c < 1 || h < 1 || w < 1 || (long long)c * h * w > (1 << 24)) {
+        /* c * h first: with c, h, w up to 2**31 the triple product overflows even a long long */
+        if (c < 1 || h < 1 || w < 1 || (long long)c * h > (1 << 24) || (long long)c * h * w > (1 << 24)) {
             PyErr_Format(PyExc_ValueError, "in_shape (%d, %d, %d) must be positive and at most 2**24 values", c, h, w);
             return -1;
         }
