@@ -573,3 +573,16 @@ def test_fuzz_findings(net):
         with pytest.raises((ValueError, OverflowError)):
             _uqattr.set_num_threads(n)
         assert _uqattr.get_num_threads() == threads
+
+
+def test_targets_that_are_not_pairs(net):
+    """Found by tests/test_leaks.py (fixed): a target that is not a tuple (e.g. targets=[0]) was a
+    SystemError from PyArg_ParseTuple; now a TypeError. A list pair is taken like a tuple."""
+    params, x, _, _ = net
+    for bad in ([0], [None], ["total"], [np.array([0, 1])], [(0, None), 3]):
+        with pytest.raises(TypeError, match=r"\(kind, classes\) pair"):
+            _uqattr.input_gradients(SPEC, params, x, bad)
+    want = _uqattr.input_gradients(SPEC, params, x, [(0, None), (4, np.arange(6) % C)])
+    got = _uqattr.input_gradients(SPEC, params, x, [[0, None], [4, list(np.arange(6) % C)]])
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
