@@ -250,13 +250,16 @@ class Ensemble:
 
     def member(self, k):
         """Member ``k`` as a one-member :class:`Ensemble` (the single-model
-        baseline). Its ``params`` is a view: it shares weights with ``self``."""
+        baseline). Its ``params`` is a view: it shares weights with ``self``, and
+        its training guard (fitting one while the other predicts raises)."""
         k = int(k)
         if not -self.members <= k < self.members:
             raise IndexError(f"member {k} out of range for an ensemble of {self.members}")
         k %= self.members
-        return Ensemble(self.arch, 1, member_seed(self.seed, k), self.in_shape, self.device,
-                        _params=self.params[k:k + 1])
+        out = Ensemble(self.arch, 1, member_seed(self.seed, k), self.in_shape, self.device,
+                       _params=self.params[k:k + 1])
+        out._guard = self._guard  # the same weights: training either one excludes predicting with both
+        return out
 
     def state_dicts(self):
         """One dict per member with PyTorch ``state_dict`` names and layouts
