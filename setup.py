@@ -7,7 +7,8 @@ Probes what this machine has and builds what it can, saying so:
   * nvcc (CUDA_HOME, else PATH) for the CUDA backend, csrc/*.cu: compiled for sm_80 and sm_90
     plus PTX, linked with static cudart and cuBLAS; none found -> a CPU-only build.
 Knobs (environment): UQATTR_MARCH (default "native"; empty for a portable build),
-UQATTR_SANITIZE (e.g. "address,undefined": build with those sanitizers, -O1 -g),
+UQATTR_SANITIZE (e.g. "address,undefined": build with those sanitizers, -O1 -g; any finding aborts;
+tests/sanitize.sh builds such an extension in its own venv and runs the test suite under it),
 UQATTR_CUDA: unset = CUDA where a toolkit is found, else CPU-only; 0 = CPU-only even where nvcc
 exists; 1 = CUDA required (the build fails, saying why, without a toolkit: for CI),
 UQATTR_CUDA_ARCHS (default "80;90": the compute capabilities to compile for; PTX is embedded
@@ -97,7 +98,8 @@ def extension():
     macros = []
     sanitize = os.environ.get("UQATTR_SANITIZE", "")
     if sanitize:
-        cflags += ["-O1", "-g", "-fno-omit-frame-pointer", f"-fsanitize={sanitize}"]
+        # -fno-sanitize-recover: a UBSan finding aborts (with its report) instead of printing and going on
+        cflags += ["-O1", "-g", "-fno-omit-frame-pointer", f"-fsanitize={sanitize}", "-fno-sanitize-recover=all"]
         ldflags += [f"-fsanitize={sanitize}"]
         log(f"sanitizers: {sanitize}")
     else:

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "layers.h"
@@ -42,6 +43,9 @@ uq_status uq_arch_parse(uq_arch *arch, const char *spec, int in_c, int in_h, int
             if (oc < 0 || k < 0 || *p || k % 2 == 0)
                 return uq_fail(UQ_ERR_VALUE, "bad token '%s' in architecture spec '%s': expected convN or convNkK with odd K", t, spec);
             if (n_fc) return uq_fail(UQ_ERR_VALUE, "bad token '%s' in architecture spec '%s': conv after fc", t, spec);
+            if ((long long)oc * h * w > INT32_MAX)
+                return uq_fail(UQ_ERR_VALUE, "bad token '%s' in architecture spec '%s': %ld channels of %dx%d are "
+                               "more than 2**31 values per image", t, spec, oc, h, w);
             L->kind = UQ_LAYER_CONV, L->k = (int)k, L->relu = 1;
             snprintf(L->name, sizeof L->name, "conv%d", ++n_conv);
             L->out_c = (int)oc, L->out_h = h, L->out_w = w;
@@ -58,6 +62,9 @@ uq_status uq_arch_parse(uq_arch *arch, const char *spec, int in_c, int in_h, int
             long o = read_count(&p);
             if (o < 0 || *p)
                 return uq_fail(UQ_ERR_VALUE, "bad token '%s' in architecture spec '%s': expected fcN", t, spec);
+            if ((long long)c * h * w > INT32_MAX)
+                return uq_fail(UQ_ERR_VALUE, "bad token '%s' in architecture spec '%s': its input of %dx%dx%d is "
+                               "more than 2**31 values", t, spec, c, h, w);
             L->kind = UQ_LAYER_DENSE, L->relu = 1;
             snprintf(L->name, sizeof L->name, "fc%d", ++n_fc);
             L->in_c = c * h * w, L->in_h = L->in_w = 1;

@@ -17,10 +17,12 @@ static double entropy(const float *p, int C) {
     return h;
 }
 
-void uq_decompose(float *mean, int32_t *pred, float *max_prob, float *total, float *aleatoric, float *epistemic,
-                  const float *member_probs, int M, int N, int C) {
+uq_status uq_decompose(float *mean, int32_t *pred, float *max_prob, float *total, float *aleatoric, float *epistemic,
+                       const float *member_probs, int M, int N, int C) {
+    /* on the heap: C is the caller's (any size), a stack array of C floats could overflow the stack */
+    float *pbar = uq_malloc(sizeof(float) * (size_t)C);
+    if (!pbar) return uq_fail(UQ_ERR_NOMEM, "out of memory for the mean of %d class probabilities", C);
     for (int n = 0; n < N; n++) {
-        float pbar[C];
         double ale = 0.0;
         for (int c = 0; c < C; c++) pbar[c] = 0.0f;
         for (int m = 0; m < M; m++) {
@@ -43,6 +45,8 @@ void uq_decompose(float *mean, int32_t *pred, float *max_prob, float *total, flo
         /* mutual information is >= 0 (Jensen); clamp float rounding below 0 */
         if (epistemic) epistemic[n] = (float)(tot - ale > 0.0 ? tot - ale : 0.0);
     }
+    uq_free(pbar);
+    return UQ_OK;
 }
 
 uq_status uq_target_gradients(float *dlogits, float *values, float *probs, const float *logits,
@@ -50,16 +54,18 @@ uq_status uq_target_gradients(float *dlogits, float *values, float *probs, const
     for (int m = 0; m < M; m++) softmax_forward(probs + (size_t)m * N * C, logits + (size_t)m * N * C, N, C);
     float *mean = uq_malloc(sizeof(float) * N * (C + 4));
     int32_t *pred = uq_malloc(sizeof(int32_t) * N);
-    if (!mean || !pred) {
+    float *dtotal = uq_malloc(sizeof(float) * 2 * (size_t)C); /* heap, not the stack: C may be large */
+    if (!mean || !pred || !dtotal) {
         uq_free(mean);
         uq_free(pred);
+        uq_free(dtotal);
         return uq_fail(UQ_ERR_NOMEM, "out of memory for target gradients of %d images", N);
     }
+    float *dprob = dtotal + C;
     float *max_prob = mean + (size_t)N * C, *total = max_prob + N, *ale = total + N, *epi = ale + N;
-    uq_decompose(mean, pred, max_prob, total, ale, epi, probs, M, N, C);
-    for (int n = 0; n < N; n++) {
+    uq_status st = uq_decompose(mean, pred, max_prob, total, ale, epi, probs, M, N, C);
+    for (int n = 0; st == UQ_OK && n < N; n++) {
         const float *pbar = mean + (size_t)n * C;
-        float dtotal[C], dprob[C];
         /* dH[p̄]/dp_m,c = -(log p̄_c + 1) / M; the constant cancels through the softmax */
         for (int c = 0; c < C; c++) dtotal[c] = (float)(-safe_log(pbar[c]) / M);
         for (int t = 0; t < T; t++) {
@@ -90,7 +96,7 @@ uq_status uq_target_gradients(float *dlogits, float *values, float *probs, const
                 }
                 /* gradient with respect to p_m, then through member m's softmax */
                 switch (tg->kind) {
-                case UQ_TARGET_TOTAL: memcpy(dprob, dtotal, sizeof dprob); break;
+                case UQ_TARGET_TOTAL: memcpy(dprob, dtotal, sizeof(float) * C); break;
                 case UQ_TARGET_ALEATORIC:
                 case UQ_TARGET_EPISTEMIC:
                     for (int c = 0; c < C; c++) {
@@ -99,7 +105,7 @@ uq_status uq_target_gradients(float *dlogits, float *values, float *probs, const
                     }
                     break;
                 default: /* MAX_PROB, PROB */
-                    memset(dprob, 0, sizeof dprob);
+                    memset(dprob, 0, sizeof(float) * C);
                     dprob[cls] = 1.0f / M;
                     break;
                 }
@@ -109,7 +115,8 @@ uq_status uq_target_gradients(float *dlogits, float *values, float *probs, const
     }
     uq_free(mean);
     uq_free(pred);
-    return UQ_OK;
+    uq_free(dtotal);
+    return st;
 }
 
 uq_status uq_input_gradients(float *grads, float *values, const uq_arch *arch, const float *params, int M,

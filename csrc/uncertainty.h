@@ -16,9 +16,10 @@
 #include "model.h"
 
 /* member_probs (M, N, C) -> per image: mean (N, C), pred (N), max_prob (N),
- * total, aleatoric, epistemic (N). Any output may be NULL. */
-void uq_decompose(float *mean, int32_t *pred, float *max_prob, float *total, float *aleatoric, float *epistemic,
-                  const float *member_probs, int M, int N, int C);
+ * total, aleatoric, epistemic (N). Any output may be NULL. UQ_ERR_NOMEM if
+ * its scratch row of C floats cannot be allocated. */
+uq_status uq_decompose(float *mean, int32_t *pred, float *max_prob, float *total, float *aleatoric, float *epistemic,
+                       const float *member_probs, int M, int N, int C);
 
 typedef enum {
     UQ_TARGET_TOTAL = 0,

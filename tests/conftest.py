@@ -66,3 +66,15 @@ def small_ensemble(mnist_train_small):
     ens.fit(x[:n], y[:n], epochs=1, batch_size=32, lr=5e-3, progress=False)
     ens.params.flags.writeable = False
     return ens
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How many generated inputs tests/test_fuzz.py tried (a number to quote)."""
+    import sys
+    fuzz = next((m for name, m in sys.modules.items() if name.endswith("test_fuzz") and hasattr(m, "COUNTS")), None)
+    if fuzz is None or not fuzz.COUNTS:
+        return
+    terminalreporter.section("fuzzed inputs")
+    for name, n in sorted(fuzz.COUNTS.items()):
+        terminalreporter.write_line(f"{n:7d}  {name}")
+    terminalreporter.write_line(f"{sum(fuzz.COUNTS.values()):7d}  in all")

@@ -505,3 +505,84 @@ def test_kernel_wider_than_image():
     res = subprocess.run([sys.executable, "-c", WIDE_KERNEL.format(tests=str(REPO / "tests"))],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, f"rc {res.returncode}\n{res.stdout}\n{res.stderr[-2000:]}"
+
+
+MANY_CLASSES = textwrap.dedent("""
+    import numpy as np
+    from uqattr import _uqattr
+    # 4M classes: a stack array of C floats (16 MB) overflowed the 8 MB stack
+    r = _uqattr.decompose(np.full((2, 1, 4_000_000), 0.25, np.float32))
+    assert r["mean_probs"].shape == (1, 4_000_000) and r["pred"][0] == 0, r
+    assert abs(r["aleatoric"][0] - 4_000_000 * 0.25 * np.log(4.0)) < 1e3, r["aleatoric"]
+    # the most classes a spec allows, through input gradients (two stack arrays of C floats)
+    spec, shp = "fc1000000", (1, 1, 1)
+    p = _uqattr.init_params(spec, 1, in_shape=shp)
+    g, v = _uqattr.input_gradients(spec, np.stack([p, p]), np.ones((2,) + shp, np.float32),
+                                   [(0, None), (4, np.array([3, 999_999]))], in_shape=shp)
+    assert g.shape == (2, 2, 1, 1, 1) and np.isfinite(g).all() and np.isfinite(v).all(), (g, v)
+    print("ok")
+""")
+
+
+def test_many_classes_do_not_overflow_the_stack():
+    """Run in a subprocess: the bug was a segfault (stack arrays sized by the class count)."""
+    res = subprocess.run([sys.executable, "-c", MANY_CLASSES], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "ok" in res.stdout, f"rc {res.returncode}\n{res.stdout}\n{res.stderr[-2000:]}"
+
+
+@pytest.mark.parametrize("entry", [e for e in ENTRY_POINTS if e != "Ensemble.fit"])  # fit: counts first
+def test_huge_broadcast_batch_refused_before_copying(net, ens, entry):
+    """A stride-0 view claiming 2**31 images was copied to contiguous float32 (a 6.7 TB allocation,
+    a MemoryError here, a long stall where it fits) before the image count was checked."""
+    x = np.broadcast_to(net[1][:1], (2**31, 1, 28, 28))
+    with pytest.raises(ValueError, match="too many images"):
+        image_entry_points(net, ens)[entry](x)
+
+
+def test_fuzz_findings(net):
+    """Found by tests/test_fuzz.py (all fixed): an int overflow in the spec parser gave a negative
+    parameter count; lr = inf (or a double beyond float range) was taken and made the weights
+    inf / NaN; m and v of two networks were taken for one; set_num_threads(2**32 + 5) wrapped to 5;
+    an in_shape whose C * H * W overflows 64 bits passed the size check."""
+    params, x, y, _ = net
+    for spec, shp in [("conv1000000-fc2", (1, 5, 430)), ("conv100000-conv100000-fc2", (1, 200, 200)),
+                      ("fc2", (1, 4096, 4096))]:
+        try:
+            info = _uqattr.arch_layers(spec, in_shape=shp)
+        except ValueError as e:
+            assert "2**31" in str(e) or "2**24" in str(e)
+        else:
+            assert info["n_params"] > 0, (spec, info["n_params"])
+    with pytest.raises(ValueError, match="more than 2\\*\\*31"):
+        _uqattr.arch_layers("conv1000000-fc2", in_shape=(1, 5, 430))
+    # C * H * W beyond a long long wrapped around and passed the 2**24 check
+    with pytest.raises(ValueError, match="in_shape"):
+        _uqattr.arch_layers("fc2", in_shape=(43518, 16976535, 16978003))
+    m, v = np.zeros(P, np.float32), np.zeros(P, np.float32)
+    for lr in (float("inf"), 1e300):
+        p = params.copy()
+        with pytest.raises(ValueError, match="lr must be finite"):
+            trainer().step(p, m, v, 1, x, y, lr)
+        np.testing.assert_array_equal(p, params)
+    two = np.zeros((2, P), np.float32)
+    for state in ((two, v), (m, two)):
+        with pytest.raises(ValueError, match="one network's state"):
+            trainer().step(params.copy(), *state, 1, x, y, 1e-3)
+    threads = _uqattr.get_num_threads()
+    for n in (2**32 + 5, 2**40, -1):
+        with pytest.raises((ValueError, OverflowError)):
+            _uqattr.set_num_threads(n)
+        assert _uqattr.get_num_threads() == threads
+
+
+def test_targets_that_are_not_pairs(net):
+    """Found by tests/test_leaks.py (fixed): a target that is not a tuple (e.g. targets=[0]) was a
+    SystemError from PyArg_ParseTuple; now a TypeError. A list pair is taken like a tuple."""
+    params, x, _, _ = net
+    for bad in ([0], [None], ["total"], [np.array([0, 1])], [(0, None), 3]):
+        with pytest.raises(TypeError, match=r"\(kind, classes\) pair"):
+            _uqattr.input_gradients(SPEC, params, x, bad)
+    want = _uqattr.input_gradients(SPEC, params, x, [(0, None), (4, np.arange(6) % C)])
+    got = _uqattr.input_gradients(SPEC, params, x, [[0, None], [4, list(np.arange(6) % C)]])
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)

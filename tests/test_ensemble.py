@@ -362,3 +362,38 @@ def test_fit_arguments(mnist_train_small):
     with pytest.raises(ValueError, match="64 images but y has 63 labels"):
         ens.fit(x[:64], y[:63], progress=False)
     np.testing.assert_array_equal(ens.params, before)
+
+
+def test_load_lying_files_allocate_nothing_big(tmp_path):
+    """Regressions: a model file whose in_shape / arch claim a huge network, or whose array
+    header claims a huge array, raised late, after allocating (and filling) the claimed size:
+    8 GB for in_shape (1, 4096, 4096) with "fc64-fc10" (tested with 268 MB a member here). Metadata entries of the wrong type
+    (0-d in_shape, several format versions, inf) gave TypeError / OverflowError."""
+    import tracemalloc
+    good = Ensemble("fc3-fc2", members=2, seed=1, in_shape=(1, 4, 4)).save(tmp_path / "good.npz")
+    cases = {
+        "huge_in_shape": lambda d: d.update(in_shape=np.array([1, 1024, 1024]), arch=np.array("fc64-fc10")),
+        "in_shape_0d": lambda d: d.update(in_shape=np.array(5)),
+        "in_shape_beyond_int": lambda d: d.update(in_shape=np.array([1, 2**40, 1])),
+        "versions": lambda d: d.update(format_version=np.array([1, 2])),
+        "version_inf": lambda d: d.update(format_version=np.array(np.inf)),
+        "arch_bytes": lambda d: d.update(arch=np.array(b"fc3-fc2")),
+        "member_name": lambda d: d.update({"memberx.fc1.weight": np.zeros(3, np.float32)}),
+    }
+    paths = {name: _rewrite(good, tmp_path / f"{name}.npz", edit) for name, edit in cases.items()}
+    lying = tmp_path / "lying_header.npz"
+    with zipfile.ZipFile(good) as z, zipfile.ZipFile(lying, "w") as out:
+        for n in z.namelist():
+            b = z.read(n)
+            out.writestr(n, b.replace(b"(3, 16)", b"(300000, 16000)") if n == "member0.fc1.weight.npy" else b)
+    paths["lying_header"] = lying
+    for name, p in paths.items():
+        tracemalloc.start()
+        try:
+            with pytest.raises(ValueError, match=f"{name}.npz") as info:
+                Ensemble.load(p)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 4 << 20, f"{name}: loading allocated {peak / 2**20:.0f} MiB ({info.value})"
+    assert Ensemble.load(good).members == 2

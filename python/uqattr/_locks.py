@@ -35,7 +35,12 @@ class ReadWriteGuard:
             if self._writer is not None:
                 raise RuntimeError(f"this {self._what} is already being trained in another thread")
             self._writer = threading.get_ident()
-            self._cond.wait_for(lambda: self._readers == 0)
+            try:
+                self._cond.wait_for(lambda: self._readers == 0)
+            except BaseException:  # e.g. Ctrl-C while waiting: give the guard back, else it stays taken
+                self._writer = None
+                self._cond.notify_all()
+                raise
         try:
             yield
         finally:

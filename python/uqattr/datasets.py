@@ -634,8 +634,16 @@ def _read_omniglot(path: Path):
             members = sorted(_omniglot_members(path, zf),
                              key=lambda m: (m[2], m[0].rsplit("/", 1)[-1]))
             images = _decode_pngs(path, zf, [m[1] for m in members])
-    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-        raise DatasetError(f"{path}: corrupt zip ({exc}); delete it and re-download") from exc
+    except DatasetError:
+        raise
+    except FileNotFoundError:
+        raise
+    # NotImplementedError: an unknown compression method; RuntimeError: an "encrypted" flag
+    # (zipfile's errors for such members); ValueError / OSError: other corrupt headers
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, ValueError,
+            OSError) as exc:
+        raise DatasetError(f"{path}: corrupt zip ({type(exc).__name__}: {exc}); delete it and "
+                           "re-download") from exc
     labels = np.array([m[2] for m in members], dtype=np.int64)
     return images, labels, [m[0] for m in members], [(m[1].CRC, m[1].file_size) for m in members]
 

@@ -250,13 +250,16 @@ class Ensemble:
 
     def member(self, k):
         """Member ``k`` as a one-member :class:`Ensemble` (the single-model
-        baseline). Its ``params`` is a view: it shares weights with ``self``."""
+        baseline). Its ``params`` is a view: it shares weights with ``self``, and
+        its training guard (fitting one while the other predicts raises)."""
         k = int(k)
         if not -self.members <= k < self.members:
             raise IndexError(f"member {k} out of range for an ensemble of {self.members}")
         k %= self.members
-        return Ensemble(self.arch, 1, member_seed(self.seed, k), self.in_shape, self.device,
-                        _params=self.params[k:k + 1])
+        out = Ensemble(self.arch, 1, member_seed(self.seed, k), self.in_shape, self.device,
+                       _params=self.params[k:k + 1])
+        out._guard = self._guard  # the same weights: training either one excludes predicting with both
+        return out
 
     def state_dicts(self):
         """One dict per member with PyTorch ``state_dict`` names and layouts
@@ -284,17 +287,21 @@ class Ensemble:
         state_dicts = list(state_dicts)
         if not state_dicts:
             raise ValueError("from_state_dicts needs at least one state dict")
-        model = cls(arch, len(state_dicts), seed, in_shape, _params=None)
-        params = np.empty((len(state_dicts), model.n_params), dtype=np.float32)
+        if not isinstance(arch, str):
+            raise TypeError(f"arch must be a spec string, got {type(arch).__name__}")
+        # Everything is checked before any weight array is made, so that an arch / in_shape claiming
+        # a huge network (e.g. from a model file) allocates nothing beyond the arrays given.
+        info = _uqattr.arch_layers(arch, in_shape=tuple(int(d) for d in in_shape))
+        layers = info["layers"]
         for k, sd in enumerate(state_dicts):
-            for layer in model.layers:
+            for layer in layers:
                 if layer["kind"] == "pool":
                     continue
                 for part in ("weight", "bias"):
                     key = f"{layer['name']}.{part}"
                     if key not in sd:
                         raise ValueError(f"state dict of member {k} has no '{key}' (arch {arch!r} needs "
-                                         f"{', '.join(_expected_keys(model.layers))})")
+                                         f"{', '.join(_expected_keys(layers))})")
                     value = np.asarray(sd[key])
                     shape = tuple(layer[f"{part}_shape"])
                     if value.shape != shape:
@@ -302,10 +309,16 @@ class Ensemble:
                                          f"expected {shape}")
                     if not np.issubdtype(value.dtype, np.floating) or not np.all(np.isfinite(value)):
                         raise ValueError(f"state dict of member {k}: '{key}' must hold finite floats")
+        params = np.empty((len(state_dicts), info["n_params"]), dtype=np.float32)
+        for k, sd in enumerate(state_dicts):
+            for layer in layers:
+                if layer["kind"] == "pool":
+                    continue
+                for part in ("weight", "bias"):
+                    value = np.asarray(sd[f"{layer['name']}.{part}"])
                     off = layer[f"{part}_offset"]
                     params[k, off:off + value.size] = value.ravel()
-        model.params = params
-        return model
+        return cls(arch, len(state_dicts), seed, in_shape, _params=params)
 
     def save(self, path):
         """Writes the ensemble to ``path`` (``.npz``): per member the
@@ -331,6 +344,7 @@ class Ensemble:
         if not os.path.exists(path):
             raise FileNotFoundError(f"no model file at {path!r}")
         try:
+            _check_npz_sizes(path)
             with np.load(path, allow_pickle=False) as f:
                 data = {name: f[name] for name in f.files}
         except (OSError, ValueError, EOFError, KeyError) as e:
@@ -340,14 +354,27 @@ class Ensemble:
         for key in ("format_version", "arch"):
             if key not in data:
                 raise ValueError(f"{path!r} has no '{key}' entry: not a uqattr model file")
-        version = int(data["format_version"])
+        version = _scalar_entry(path, data, "format_version", int)
         if version > FORMAT_VERSION:
             raise ValueError(f"{path!r} was written by a newer uqattr (format version {version}; this "
                              f"version reads up to {FORMAT_VERSION}): upgrade uqattr to load it")
+        if data["arch"].ndim != 0 or data["arch"].dtype.kind != "U":
+            raise ValueError(f"{path!r}: 'arch' must be a string, got a {data['arch'].dtype} array of shape "
+                             f"{data['arch'].shape}")
         arch = str(data["arch"])
-        in_shape = tuple(int(d) for d in data["in_shape"]) if "in_shape" in data else MNIST_SHAPE
-        seed = int(data["seed"]) if "seed" in data else 0
-        members = sorted({int(name.split(".")[0][len("member"):]) for name in data if name.startswith("member")})
+        in_shape = MNIST_SHAPE
+        if "in_shape" in data:
+            v = data["in_shape"]
+            if v.shape != (3,) or v.dtype.kind not in "iu":
+                raise ValueError(f"{path!r}: 'in_shape' must be 3 integers (C, H, W), got a {v.dtype} array of "
+                                 f"shape {v.shape}")
+            in_shape = tuple(int(d) for d in v)
+        seed = _scalar_entry(path, data, "seed", int) if "seed" in data else 0
+        try:
+            members = sorted({int(name.split(".")[0][len("member"):]) for name in data if name.startswith("member")})
+        except ValueError:
+            raise ValueError(f"{path!r}: entries named member<k>.<name> need an integer k; got "
+                             f"{sorted(n for n in data if n.startswith('member'))[:5]}") from None
         if not members:
             raise ValueError(f"{path!r} holds no member weights")
         if members != list(range(len(members))):
@@ -356,8 +383,39 @@ class Ensemble:
                  for k in members]
         try:
             return cls.from_state_dicts(dicts, arch=arch, in_shape=in_shape, seed=seed)
-        except ValueError as e:
+        except (ValueError, TypeError, OverflowError) as e:  # Overflow: an in_shape beyond a C int
             raise ValueError(f"{path!r}: {e}") from e
+
+
+def _scalar_entry(path, data, key, kind):
+    """data[key] as one number of type kind, else ValueError naming the entry."""
+    v = data[key]
+    if v.ndim != 0 or v.dtype.kind not in "iub":
+        raise ValueError(f"{path!r}: '{key}' must be one integer, got a {v.dtype} array of shape {v.shape}")
+    return kind(v)
+
+
+def _check_npz_sizes(path):
+    """ValueError if an array in the .npz file declares more data than the file holds: numpy would
+    allocate the declared size before finding the file short (a lying header, a huge allocation)."""
+    import zipfile
+    if not zipfile.is_zipfile(path):
+        return  # np.load says what it is not
+    with zipfile.ZipFile(path) as z:
+        for info in z.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with z.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                else:
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                need = math.prod(shape) * dtype.itemsize
+                have = info.file_size - f.tell()
+                if need > have:
+                    raise ValueError(f"entry {info.filename!r} declares shape {shape} of {dtype} ({need} bytes) "
+                                     f"but holds {have} bytes")
 
 
 def _expected_keys(layers):

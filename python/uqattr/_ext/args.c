@@ -25,7 +25,8 @@ int uq_arch_arg(const char *spec, PyObject *in_shape, uq_arch *arch) {
         int ok = PyArg_ParseTuple(shape, "iii;in_shape must be a tuple (C, H, W) of ints", &c, &h, &w);
         Py_DECREF(shape);
         if (!ok) return -1;
-        if (c < 1 || h < 1 || w < 1 || (long long)c * h * w > (1 << 24)) {
+        /* c * h first: with c, h, w up to 2**31 the triple product overflows even a long long */
+        if (c < 1 || h < 1 || w < 1 || (long long)c * h > (1 << 24) || (long long)c * h * w > (1 << 24)) {
             PyErr_Format(PyExc_ValueError, "in_shape (%d, %d, %d) must be positive and at most 2**24 values", c, h, w);
             return -1;
         }
@@ -50,8 +51,9 @@ static int check_finite(PyArrayObject *arr, const char *what) {
     return 0;
 }
 
-/* The argument as an ndarray whose dtype is a real floating type, else TypeError. */
-static PyArrayObject *as_float_array(PyObject *obj, const char *what) {
+/* The argument as an ndarray (as given: no copy of an ndarray) whose dtype is a real floating type,
+ * else TypeError. */
+static PyArrayObject *float_array_as_given(PyObject *obj, const char *what) {
     PyArrayObject *arr = (PyArrayObject *)PyArray_FROM_O(obj);
     if (!arr) return NULL;
     if (!PyArray_ISFLOAT(arr) || PyArray_ISCOMPLEX(arr)) {
@@ -62,13 +64,25 @@ static PyArrayObject *as_float_array(PyObject *obj, const char *what) {
         Py_DECREF(arr);
         return NULL;
     }
+    return arr;
+}
+
+/* Steals arr: as C-contiguous float32 (a copy only when needed). */
+static PyArrayObject *to_float32(PyArrayObject *arr) {
     PyArrayObject *out = (PyArrayObject *)PyArray_FROM_OTF((PyObject *)arr, NPY_FLOAT32, NPY_ARRAY_IN_ARRAY | NPY_ARRAY_FORCECAST);
     Py_DECREF(arr);
     return out;
 }
 
+static PyArrayObject *as_float_array(PyObject *obj, const char *what) {
+    PyArrayObject *arr = float_array_as_given(obj, what);
+    return arr ? to_float32(arr) : NULL;
+}
+
 PyArrayObject *uq_images_arg(PyObject *obj, const uq_arch *arch, const char *what, npy_intp *n) {
-    PyArrayObject *arr = as_float_array(obj, what);
+    /* shape and count are checked before the conversion, so that a view claiming a huge N (e.g. a
+     * broadcast with stride 0) is refused before a copy of that size is attempted */
+    PyArrayObject *arr = float_array_as_given(obj, what);
     if (!arr) return NULL;
     const int nd = PyArray_NDIM(arr);
     const npy_intp *d = PyArray_DIMS(arr);
@@ -89,8 +103,10 @@ PyArrayObject *uq_images_arg(PyObject *obj, const uq_arch *arch, const char *wha
         PyErr_Format(PyExc_ValueError, "%s has too many images (%zd)", what, (Py_ssize_t)d[0]);
         goto fail;
     }
+    const npy_intp count = d[0]; /* d belongs to the array as given, released by the conversion */
+    if (!(arr = to_float32(arr))) return NULL;
     if (check_finite(arr, what)) goto fail;
-    *n = d[0];
+    *n = count;
     return arr;
 fail:
     Py_DECREF(arr);

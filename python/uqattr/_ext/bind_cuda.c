@@ -258,10 +258,16 @@ static PyObject *CudaModel_input_gradients(CudaModelObject *self, PyObject *args
     }
     for (Py_ssize_t t = 0; t < T; t++) {
         int kind;
-        PyObject *cls_obj;
-        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, t), "iO;each target must be a (kind, classes) pair",
-                              &kind, &cls_obj))
+        PyObject *cls_obj, *item = PySequence_Fast_GET_ITEM(seq, t), *pair;
+        /* PyArg_ParseTuple needs a real tuple: anything else was a SystemError */
+        if (!PyTuple_Check(item) && !PyList_Check(item)) {
+            PyErr_Format(PyExc_TypeError, "each target must be a (kind, classes) pair, got %s", Py_TYPE(item)->tp_name);
             goto fail;
+        }
+        if (!(pair = PySequence_Tuple(item))) goto fail;
+        int ok = PyArg_ParseTuple(pair, "iO;each target must be a (kind, classes) pair", &kind, &cls_obj);
+        Py_DECREF(pair); /* cls_obj stays alive: item (held by seq) holds it */
+        if (!ok) goto fail;
         if (kind < UQ_TARGET_TOTAL || kind > UQ_TARGET_LOGIT) {
             PyErr_Format(PyExc_ValueError, "unknown target kind %d", kind);
             goto fail;

@@ -3,6 +3,7 @@
  * one row per ensemble member, laid out as model.h describes. */
 #include "args.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "../../../csrc/layers.h"
@@ -249,9 +250,9 @@ static PyObject *Trainer_step(TrainerObject *self, PyObject *args, PyObject *kw)
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOLOOf:step", kwlist, &p_obj, &m_obj, &v_obj, &step, &x_obj, &y_obj, &lr))
         return NULL;
     if (step < 1) return PyErr_Format(PyExc_ValueError, "step must be >= 1 (1-based), got %lld", step);
-    if (!(lr > 0.0f)) {
+    if (!(lr > 0.0f) || isinf(lr)) { /* "f" turns a double beyond float range into inf */
         char msg[64];
-        PyOS_snprintf(msg, sizeof msg, "lr must be > 0, got %g", (double)lr); /* PyErr_Format has no %g */
+        PyOS_snprintf(msg, sizeof msg, "lr must be finite and > 0, got %g", (double)lr); /* PyErr_Format has no %g */
         PyErr_SetString(PyExc_ValueError, msg);
         return NULL;
     }
@@ -259,7 +260,9 @@ static PyObject *Trainer_step(TrainerObject *self, PyObject *args, PyObject *kw)
     if (!(params = uq_slab_arg(p_obj, P, 1, "params", &rows))) goto fail;
     if (rows != 1) { PyErr_SetString(PyExc_ValueError, "params must hold one network"); goto fail; }
     if (!(m = uq_slab_arg(m_obj, P, 1, "m", &rows))) goto fail;
+    if (rows != 1) { PyErr_SetString(PyExc_ValueError, "m must hold one network's state, as params"); goto fail; }
     if (!(v = uq_slab_arg(v_obj, P, 1, "v", &rows))) goto fail;
+    if (rows != 1) { PyErr_SetString(PyExc_ValueError, "v must hold one network's state, as params"); goto fail; }
     if (!(x = uq_images_arg(x_obj, &self->arch, "x", &B))) goto fail;
     if (B > self->ws.capacity) {
         PyErr_Format(PyExc_ValueError, "batch of %zd images exceeds the Trainer's batch_size %d", (Py_ssize_t)B, self->ws.capacity);

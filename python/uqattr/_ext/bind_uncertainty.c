@@ -32,11 +32,13 @@ static PyObject *py_decompose(PyObject *self, PyObject *args, PyObject *kw) {
     if (!(total = (PyArrayObject *)PyArray_SimpleNew(1, dims1, NPY_FLOAT32))) goto fail;
     if (!(ale = (PyArrayObject *)PyArray_SimpleNew(1, dims1, NPY_FLOAT32))) goto fail;
     if (!(epi = (PyArrayObject *)PyArray_SimpleNew(1, dims1, NPY_FLOAT32))) goto fail;
+    uq_status st;
     Py_BEGIN_ALLOW_THREADS
-    uq_decompose((float *)PyArray_DATA(mean), (int32_t *)PyArray_DATA(pred), (float *)PyArray_DATA(maxp),
+    st = uq_decompose((float *)PyArray_DATA(mean), (int32_t *)PyArray_DATA(pred), (float *)PyArray_DATA(maxp),
                  (float *)PyArray_DATA(total), (float *)PyArray_DATA(ale), (float *)PyArray_DATA(epi), p, (int)M,
                  (int)N, (int)C);
     Py_END_ALLOW_THREADS
+    if (st) { uq_raise_status(st); goto fail; }
     Py_DECREF(probs);
     return Py_BuildValue("{s:N,s:N,s:N,s:N,s:N,s:N}", "mean_probs", mean, "pred", pred, "max_prob", maxp, "total",
                          total, "aleatoric", ale, "epistemic", epi);
@@ -77,10 +79,16 @@ static PyObject *py_input_gradients(PyObject *self, PyObject *args, PyObject *kw
     }
     for (Py_ssize_t t = 0; t < T; t++) {
         int kind;
-        PyObject *cls_obj;
-        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, t), "iO;each target must be a (kind, classes) pair",
-                              &kind, &cls_obj))
+        PyObject *cls_obj, *item = PySequence_Fast_GET_ITEM(seq, t), *pair;
+        /* PyArg_ParseTuple needs a real tuple: anything else was a SystemError */
+        if (!PyTuple_Check(item) && !PyList_Check(item)) {
+            PyErr_Format(PyExc_TypeError, "each target must be a (kind, classes) pair, got %s", Py_TYPE(item)->tp_name);
             goto fail;
+        }
+        if (!(pair = PySequence_Tuple(item))) goto fail;
+        int ok = PyArg_ParseTuple(pair, "iO;each target must be a (kind, classes) pair", &kind, &cls_obj);
+        Py_DECREF(pair); /* cls_obj stays alive: item (held by seq) holds it */
+        if (!ok) goto fail;
         if (kind < UQ_TARGET_TOTAL || kind > UQ_TARGET_LOGIT) {
             PyErr_Format(PyExc_ValueError, "unknown target kind %d", kind);
             goto fail;

@@ -40,7 +40,8 @@ static PyObject *py_build_info(PyObject *self, PyObject *unused) {
 static PyObject *py_set_num_threads(PyObject *self, PyObject *arg) {
     long n = PyLong_AsLong(arg);
     if (n == -1 && PyErr_Occurred()) return NULL;
-    if (n < 0) return PyErr_Format(PyExc_ValueError, "number of threads must be >= 0 (0 = all processors), got %ld", n);
+    if (n < 0 || n > 65536) /* (int) of a larger long wrapped around: 2**32 + 5 became 5 threads */
+        return PyErr_Format(PyExc_ValueError, "number of threads must be in [0, 65536] (0 = all processors), got %ld", n);
     uq_set_num_threads((int)n);
     Py_RETURN_NONE;
 }
