@@ -105,7 +105,7 @@ class Config:
     train_images: int = 0          # 0: all 60,000
     epochs: int = 3
     eval_images: int = 0           # MNIST test images used (0: all 10,000)
-    ood_images: int = 5000         # images per OOD set, a seeded random subset (0: all)
+    ood_images: int = 3000         # images per OOD set, a seeded random subset (0: all)
     n_maps: int = 6                # images per uncertainty-map figure (1.1-1.3)
     n_saliency: int = 9            # images per saliency figure (2.x)
     n_edit: int = 2                # edited images (1.4)
@@ -119,10 +119,10 @@ class Config:
     edit_eps: float = 0.3
     smoothgrad_samples: int = 16
     ig_steps: int = 32
-    blur_images: int = 100         # most uncertain test images the blur test (2.7) draws from
+    blur_images: int = 64          # most uncertain test images the blur test (2.7) draws from
     blur_steps: int = 5            # evaluations between 0 and 5% of the pixels in the blur test
-    blur_smoothgrad_samples: int = 8   # cheaper than the figures' methods: 2.7 attributes every image
-    blur_ig_steps: int = 16
+    blur_smoothgrad_samples: int = 4   # cheaper than the figures' methods: 2.7 attributes every image
+    blur_ig_steps: int = 8
     dpi: int = 100
     quick: bool = False
 
