@@ -844,6 +844,11 @@ def _blur_section(page, model, x_eval, u, cfg, figure_name):
                + ", ".join(f"{urc5['|gradient|'][t] / urc5[pa][t]:.0%}" if urc5[pa][t] > 0 else "n/a"
                            for t in UNCERTAINTY_TARGETS)
                + " (total, aleatoric, epistemic) of the perturbation-aware ranking's URC@5%. ")
+    auc = cmp.table("1-auc")
+    raised = [t for t in UNCERTAINTY_TARGETS if auc["|gradient|"][t] < auc["random"][t]]
+    if raised:
+        verdict += (f"By 1 \u2212 AUC it is worse than random for {', '.join(raised)}: blurring the pixels it "
+                    "ranks first raises the uncertainty on average. ")
     page.figure(cmp.plot(), figure_name,
                 verdict + f"The signed perturbation-aware ranking ({pa}, the first-order drop when a pixel is "
                 f"blurred) reaches URC@5% {urc5[pa]['total']:.3f} (total), {urc5[pa]['aleatoric']:.3f} (aleatoric), "
