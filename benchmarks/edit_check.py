@@ -15,7 +15,7 @@
 
 Usage::
 
-    UQATTR_DATA=/work/shared/datasets python benchmarks/edit_check.py --model model.npz
+    UQATTR_DATA=../shared/datasets python benchmarks/edit_check.py --model model.npz
 
 Exit status 0 when both checks pass, 1 otherwise (2 on a usage error).
 """

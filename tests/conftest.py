@@ -27,7 +27,7 @@ SMALL_ENSEMBLE_MEMBERS = 3
 def _need_data():
     if not HAVE_DATA:
         pytest.skip("UQATTR_DATA is unset or not a folder; set it to the shared datasets/ folder "
-                    "(e.g. UQATTR_DATA=/work/shared/datasets) to run tests on MNIST")
+                    "(e.g. UQATTR_DATA=../shared/datasets) to run tests on MNIST")
 
 
 def _read_only(*arrays):
