@@ -185,3 +185,43 @@ PyArrayObject *uq_float_arg(PyObject *obj, int ndim, const char *what) {
     }
     return arr;
 }
+
+int uq_targets_arg(PyObject *obj, npy_intp n, int n_classes, int max_targets, uq_target *targets,
+                   PyArrayObject **classes, Py_ssize_t *count) {
+    PyObject *seq = PySequence_Fast(obj, "targets must be a sequence of (kind, classes) pairs");
+    if (!seq) return -1;
+    Py_ssize_t T = PySequence_Fast_GET_SIZE(seq);
+    if (T < 1 || T > max_targets) {
+        PyErr_Format(PyExc_ValueError, "between 1 and %d targets per call, got %zd", max_targets, T);
+        goto fail;
+    }
+    *count = T;
+    for (Py_ssize_t t = 0; t < T; t++) {
+        int kind;
+        PyObject *cls_obj, *item = PySequence_Fast_GET_ITEM(seq, t), *pair;
+        /* PyArg_ParseTuple needs a real tuple: anything else was a SystemError */
+        if (!PyTuple_Check(item) && !PyList_Check(item)) {
+            PyErr_Format(PyExc_TypeError, "each target must be a (kind, classes) pair, got %s", Py_TYPE(item)->tp_name);
+            goto fail;
+        }
+        if (!(pair = PySequence_Tuple(item))) goto fail;
+        int ok = PyArg_ParseTuple(pair, "iO;each target must be a (kind, classes) pair", &kind, &cls_obj);
+        Py_DECREF(pair); /* cls_obj stays alive: item (held by seq) holds it */
+        if (!ok) goto fail;
+        if (kind < UQ_TARGET_TOTAL || kind > UQ_TARGET_LOGIT) {
+            PyErr_Format(PyExc_ValueError, "unknown target kind %d", kind);
+            goto fail;
+        }
+        targets[t].kind = (uq_target_kind)kind;
+        targets[t].classes = NULL;
+        if (kind == UQ_TARGET_PROB || kind == UQ_TARGET_LOGIT) {
+            if (!(classes[t] = uq_labels_arg(cls_obj, n, n_classes, "target classes"))) goto fail;
+            targets[t].classes = (const int32_t *)PyArray_DATA(classes[t]);
+        }
+    }
+    Py_DECREF(seq);
+    return 0;
+fail:
+    Py_DECREF(seq);
+    return -1;
+}

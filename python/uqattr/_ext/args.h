@@ -16,6 +16,7 @@
 
 #include "../../../csrc/common.h"
 #include "../../../csrc/model.h"
+#include "../../../csrc/uncertainty.h"
 
 /* Raises the Python exception matching a core status, with the core's message. */
 PyObject *uq_raise_status(uq_status st);
@@ -39,5 +40,21 @@ PyArrayObject *uq_slab_arg(PyObject *obj, size_t last, int writable, const char 
 
 /* Any float array converted to C-contiguous float32 of exactly `ndim` dims, finite. */
 PyArrayObject *uq_float_arg(PyObject *obj, int ndim, const char *what);
+
+/* The targets of an input-gradient call: a sequence of 1 to max_targets (kind, classes)
+ * pairs (tuples or lists), kinds UQ_TARGET_TOTAL..UQ_TARGET_LOGIT, classes (n,) labels in
+ * [0, n_classes) for the probability and logit kinds (ignored otherwise). Fills targets[],
+ * classes[] (new references, NULL where a kind takes none; the caller releases them, also
+ * on failure) and *count. Returns 0, or -1 with an exception set. */
+int uq_targets_arg(PyObject *obj, npy_intp n, int n_classes, int max_targets, uq_target *targets,
+                   PyArrayObject **classes, Py_ssize_t *count);
+
+/* The targets of an input-gradient call: a sequence of 1 to max_targets (kind, classes)
+ * pairs (tuples or lists), kinds UQ_TARGET_TOTAL..UQ_TARGET_LOGIT, classes (n,) labels in
+ * [0, n_classes) for the probability and logit kinds (ignored otherwise). Fills targets[],
+ * classes[] (new references, NULL where a kind takes none; the caller releases them, also
+ * on failure) and *count. Returns 0, or -1 with an exception set. */
+int uq_targets_arg(PyObject *obj, npy_intp n, int n_classes, int max_targets, uq_target *targets,
+                   PyArrayObject **classes, Py_ssize_t *count);
 
 #endif

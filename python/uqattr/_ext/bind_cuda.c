@@ -230,7 +230,7 @@ enum { MAX_TARGETS = 16 };
 
 static PyObject *CudaModel_input_gradients(CudaModelObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"x", "targets", "chunk", "member", NULL};
-    PyObject *x_obj, *t_obj, *seq = NULL, *member_obj = Py_None;
+    PyObject *x_obj, *t_obj, *member_obj = Py_None;
     int chunk = 0, member = -1;
     PyArrayObject *x = NULL, *grads = NULL, *values = NULL;
     PyArrayObject *classes[MAX_TARGETS] = {NULL};
@@ -250,35 +250,7 @@ static PyObject *CudaModel_input_gradients(CudaModelObject *self, PyObject *args
     }
     const uq_arch *arch = &self->arch;
     if (!(x = uq_images_arg(x_obj, arch, "x", &N))) goto fail;
-    if (!(seq = PySequence_Fast(t_obj, "targets must be a sequence of (kind, classes) pairs"))) goto fail;
-    T = PySequence_Fast_GET_SIZE(seq);
-    if (T < 1 || T > MAX_TARGETS) {
-        PyErr_Format(PyExc_ValueError, "between 1 and %d targets per call, got %zd", MAX_TARGETS, T);
-        goto fail;
-    }
-    for (Py_ssize_t t = 0; t < T; t++) {
-        int kind;
-        PyObject *cls_obj, *item = PySequence_Fast_GET_ITEM(seq, t), *pair;
-        /* PyArg_ParseTuple needs a real tuple: anything else was a SystemError */
-        if (!PyTuple_Check(item) && !PyList_Check(item)) {
-            PyErr_Format(PyExc_TypeError, "each target must be a (kind, classes) pair, got %s", Py_TYPE(item)->tp_name);
-            goto fail;
-        }
-        if (!(pair = PySequence_Tuple(item))) goto fail;
-        int ok = PyArg_ParseTuple(pair, "iO;each target must be a (kind, classes) pair", &kind, &cls_obj);
-        Py_DECREF(pair); /* cls_obj stays alive: item (held by seq) holds it */
-        if (!ok) goto fail;
-        if (kind < UQ_TARGET_TOTAL || kind > UQ_TARGET_LOGIT) {
-            PyErr_Format(PyExc_ValueError, "unknown target kind %d", kind);
-            goto fail;
-        }
-        targets[t].kind = (uq_target_kind)kind;
-        targets[t].classes = NULL;
-        if (kind == UQ_TARGET_PROB || kind == UQ_TARGET_LOGIT) {
-            if (!(classes[t] = uq_labels_arg(cls_obj, N, arch->n_classes, "target classes"))) goto fail;
-            targets[t].classes = (const int32_t *)PyArray_DATA(classes[t]);
-        }
-    }
+    if (uq_targets_arg(t_obj, N, arch->n_classes, MAX_TARGETS, targets, classes, &T)) goto fail;
     npy_intp gdims[5] = {N, T, arch->in_c, arch->in_h, arch->in_w}, vdims[2] = {N, T};
     if (!(grads = new_out(self, 5, gdims, NPY_FLOAT32))) goto fail;
     if (!(values = new_out(self, 2, vdims, NPY_FLOAT32))) goto fail;
@@ -289,11 +261,11 @@ static PyObject *CudaModel_input_gradients(CudaModelObject *self, PyObject *args
         uq_raise_status(st);
         goto fail;
     }
-    Py_DECREF(x); Py_DECREF(seq);
+    Py_DECREF(x);
     for (Py_ssize_t t = 0; t < T; t++) Py_XDECREF(classes[t]);
     return Py_BuildValue("(NN)", grads, values);
 fail:
-    Py_XDECREF(x); Py_XDECREF(seq); Py_XDECREF(grads); Py_XDECREF(values);
+    Py_XDECREF(x); Py_XDECREF(grads); Py_XDECREF(values);
     for (int t = 0; t < MAX_TARGETS; t++) Py_XDECREF(classes[t]);
     return NULL;
 }
