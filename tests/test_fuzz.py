@@ -543,7 +543,7 @@ def test_histogram_generated(s, bins, rng):
         return _count("histogram: refused")
     sa = np.asarray(s, np.float64)
     counts, edges = got
-    assert (np.diff(edges) >= 0).all() and counts.sum() <= sa.size
+    assert (edges[1:] >= edges[:-1]).all() and counts.sum() <= sa.size  # np.diff of inf edges is NaN
     try:
         if isinstance(bins, (int, np.integer)):
             want = np.histogram(sa, bins, range=rng)
