@@ -93,7 +93,10 @@ def extension():
     sources = sorted(os.path.join("csrc", f) for f in os.listdir(os.path.join(ROOT, "csrc")) if f.endswith(".c"))
     ext_dir = os.path.join("python", "uqattr", "_ext")
     sources += sorted(os.path.join(ext_dir, f) for f in os.listdir(os.path.join(ROOT, ext_dir)) if f.endswith(".c"))
-    cflags = ["-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"]
+    # -ffp-contract=fast: ISO C mode (-std=c11) otherwise keeps a * b + c as two roundings, and the
+    # GEMM and conv kernels lose their fused multiply-adds
+    cflags = ["-std=c11", "-ffp-contract=fast", "-Wall", "-Wextra", "-Wno-unused-parameter",
+              "-Wno-missing-field-initializers"]
     ldflags = []
     macros = []
     sanitize = os.environ.get("UQATTR_SANITIZE", "")

@@ -2,9 +2,13 @@
 
 #include "gemm.h"
 #include "layers.h"
+#include "simd.h"
 
 #ifdef _OPENMP
 #include <omp.h>
+#endif
+#if defined(__AVX512F__)
+#include <immintrin.h>
 #endif
 
 /* one image: inp (C,H,W) -> col (C*K*K, H*W) */
@@ -82,53 +86,388 @@ uq_status conv2d_forward(float *out, const float *inp, const float *weight, cons
     return UQ_OK;
 }
 
-uq_status conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
-                          const float *inp, const float *weight,
-                          int B, int C, int H, int W, int OC, int K) {
-    const int HW = H * W, CKK = C * K * K, nt = threads_for(B);
+/* ---------------------------------------------------------------------------------------------
+ * Backward. Behind a 2x2 max-pool at most one in four of a conv's output gradients is non-zero
+ * (each window's maximum) and the fused ReLU zeroes more, so a dense GEMM over dout multiplies
+ * mostly zeros. The sparse path lists each output channel's non-zero gradients and, for each,
+ * adds the weights it reaches (dinp) or the input patch it saw (dweight); in channels-last (HWC)
+ * layout, zero-padded by K/2, both are K runs of K*C contiguous floats. Rows whose gradient is
+ * dense enough still take the GEMM path (im2col / col2im).
+ * ------------------------------------------------------------------------------------------- */
+
+enum { MODE_AUTO, MODE_DENSE, MODE_SPARSE };
+static int backward_mode = MODE_AUTO;
+
+int uq_set_conv_backward(const char *name) {
+    if (strcmp(name, "auto") == 0) backward_mode = MODE_AUTO;
+    else if (strcmp(name, "dense") == 0) backward_mode = MODE_DENSE;
+    else if (strcmp(name, "sparse") == 0) backward_mode = MODE_SPARSE;
+    else return -1;
+    return 0;
+}
+
+const char *uq_conv_backward(void) {
+    return backward_mode == MODE_DENSE ? "dense" : backward_mode == MODE_SPARSE ? "sparse" : "auto";
+}
+
+/* In "auto", a row takes the sparse path when at most this fraction of its gradients is
+ * non-zero (measured with benchmarks/bench_conv_backward.py at the default network's shapes). */
+static const double SPARSE_MAX_DENSITY = 0.5;
+
+/* Positions and values of the non-zeros of g[0..n), in increasing position; returns their
+ * count. idx and val need room for n + UQ_VL entries (whole vectors are stored). */
+static int compact_nonzeros(int32_t *restrict idx, float *restrict val, const float *restrict g, int n) {
+    int count = 0, i = 0;
+#if defined(__AVX512F__)
+    __m512i pos = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (; i + 16 <= n; i += 16) {
+        const __m512 v = _mm512_loadu_ps(g + i);
+        const __mmask16 nonzero = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+        _mm512_storeu_si512(idx + count, _mm512_maskz_compress_epi32(nonzero, pos));
+        _mm512_storeu_ps(val + count, _mm512_maskz_compress_ps(nonzero, v));
+        count += __builtin_popcount(nonzero);
+        pos = _mm512_add_epi32(pos, _mm512_set1_epi32(16));
+    }
+#endif
+    for (; i < n; i++) { /* branch-free: the slot is overwritten unless g[i] is kept */
+        idx[count] = i;
+        val[count] = g[i];
+        count += g[i] != 0.0f;
+    }
+    return count;
+}
+
+/* The same for the gradient that reaches a conv's output through its ReLU and a 2x2 max-pool:
+ * over the n pooled values, position max_index[q] (in the conv's plane) gets dpool[q] where the
+ * pooled value, the window's maximum, is > 0 (else the ReLU stopped it). */
+static int pooled_nonzeros(int32_t *restrict idx, float *restrict val, const float *restrict dpool,
+                           const int32_t *restrict max_index, const float *restrict pooled, int n) {
+    int count = 0, i = 0;
+#if defined(__AVX512F__)
+    for (; i + 16 <= n; i += 16) {
+        const __m512 v = _mm512_loadu_ps(dpool + i);
+        const __mmask16 keep = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NEQ_UQ) &
+                               _mm512_cmp_ps_mask(_mm512_loadu_ps(pooled + i), _mm512_setzero_ps(), _CMP_GT_OQ);
+        _mm512_storeu_si512(idx + count, _mm512_maskz_compress_epi32(keep, _mm512_loadu_si512(max_index + i)));
+        _mm512_storeu_ps(val + count, _mm512_maskz_compress_ps(keep, v));
+        count += __builtin_popcount(keep);
+    }
+#endif
+    for (; i < n; i++) {
+        idx[count] = max_index[i];
+        val[count] = dpool[i];
+        count += dpool[i] != 0.0f && pooled[i] > 0.0f;
+    }
+    return count;
+}
+
+/* inp (C,H,W) -> interior of hwc (H+2P, W+2P, C); the border is left as it is (zero) */
+static void to_hwc(float *restrict hwc, const float *restrict inp, int C, int H, int W, int P) {
+    const int Wp = W + 2 * P;
+    for (int c = 0; c < C; c++)
+        for (int y = 0; y < H; y++) {
+            const float *src = inp + ((size_t)c * H + y) * W;
+            float *dst = hwc + ((size_t)(y + P) * Wp + P) * C + c;
+            for (int x = 0; x < W; x++) dst[(size_t)x * C] = src[x];
+        }
+}
+
+/* dinp (C,H,W) += interior of hwc (H+2P, W+2P, C) */
+static void add_from_hwc(float *restrict dinp, const float *restrict hwc, int C, int H, int W, int P) {
+    const int Wp = W + 2 * P;
+    for (int c = 0; c < C; c++)
+        for (int y = 0; y < H; y++) {
+            const float *src = hwc + ((size_t)(y + P) * Wp + P) * C + c;
+            float *dst = dinp + ((size_t)c * H + y) * W;
+            for (int x = 0; x < W; x++) dst[x] += src[(size_t)x * C];
+        }
+}
+
+typedef struct {
+    int C, H, W, OC, K;
+    int Wp, KC;               /* padded width; K*C, the length of one contiguous run in HWC */
+    const int32_t *pad_off;   /* (HW): offset in a padded HWC plane of output pixel p's patch */
+    const float *weight_hwc;  /* (OC, K, K, C): the weights, channels last */
+} sparse_shape;
+
+/* One row's non-zero output gradients, listed by channel (positions in increasing order) and,
+ * for the input gradient, by position (channels in increasing order). */
+typedef struct {
+    int32_t *pos;
+    float *val;
+    int *chan_start;          /* (OC+1): channel oc's entries are [chan_start[oc], chan_start[oc+1]) */
+    int32_t *chan;
+    float *chan_val;
+    int *pos_start;           /* (HW+1) */
+    int *cursor;              /* (HW) scratch of the sort */
+} nonzeros;
+
+/* the by-position lists from the by-channel ones: a counting sort, stable in the channel */
+static void sort_by_position(nonzeros *nz, int OC, int HW) {
+    int *start = nz->pos_start;
+    memset(start, 0, sizeof(int) * (HW + 1));
+    for (int j = 0; j < nz->chan_start[OC]; j++) start[nz->pos[j] + 1]++;
+    for (int p = 0; p < HW; p++) start[p + 1] += start[p];
+    memcpy(nz->cursor, start, sizeof(int) * HW);
+    for (int oc = 0; oc < OC; oc++)
+        for (int j = nz->chan_start[oc]; j < nz->chan_start[oc + 1]; j++) {
+            const int slot = nz->cursor[nz->pos[j]]++;
+            nz->chan[slot] = oc;
+            nz->chan_val[slot] = nz->val[j];
+        }
+}
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+enum { GATHER_MAX_VECTORS = 8 };
+
+/* The gather kernels sum in registers, nv vectors at a time, over one segment of a run of
+ * K*C floats (a kernel row ki, channels last): segment `o` of run ki starts at ki*K*C + o*nv*VL. */
+
+/* one row: dpad (padded HWC) += for each position p, the sum of g[oc][p] * weight[oc] over the
+ * channels oc listed at p, added where p's patch lies */
+ALWAYS_INLINE void gather_dinp_nv(const int nv, float *restrict dpad, const sparse_shape *s, const nonzeros *nz) {
+    const size_t row = (size_t)s->Wp * s->C, per_oc = (size_t)s->K * s->KC;
+    const int segments = s->KC / (nv * UQ_VL);
+    for (int p = 0; p < s->H * s->W; p++) {
+        const int j0 = nz->pos_start[p], j1 = nz->pos_start[p + 1];
+        if (j0 == j1) continue;
+        for (int ki = 0; ki < s->K; ki++)
+            for (int o = 0; o < segments; o++) {
+                const size_t off = (size_t)ki * s->KC + (size_t)o * nv * UQ_VL;
+                uq_vfloat acc[GATHER_MAX_VECTORS] = {0};
+                for (int j = j0; j < j1; j++) {
+                    const float *w = s->weight_hwc + nz->chan[j] * per_oc + off;
+                    for (int u = 0; u < nv; u++) acc[u] += nz->chan_val[j] * uq_vload(w + u * UQ_VL);
+                }
+                float *d = dpad + s->pad_off[p] + ki * row + (size_t)o * nv * UQ_VL;
+                for (int u = 0; u < nv; u++) uq_vstore(d + u * UQ_VL, uq_vload(d + u * UQ_VL) + acc[u]);
+            }
+    }
+}
+
+/* one image: dweight_hwc (OC, K, K, C) += for each channel oc, the sum of g[oc][p] * the patch of
+ * pad (padded HWC input) at p over the positions p listed for oc; dbias += g */
+ALWAYS_INLINE void gather_dweight_nv(const int nv, float *restrict dweight_hwc, float *restrict dbias,
+                                     const sparse_shape *s, const float *pad, const nonzeros *nz) {
+    const size_t row = (size_t)s->Wp * s->C, per_oc = (size_t)s->K * s->KC;
+    const int segments = s->KC / (nv * UQ_VL);
+    for (int oc = 0; oc < s->OC; oc++) {
+        const int j0 = nz->chan_start[oc], j1 = nz->chan_start[oc + 1];
+        float bias_sum = 0.0f;
+        for (int j = j0; j < j1; j++) bias_sum += nz->val[j];
+        dbias[oc] += bias_sum;
+        if (j0 == j1) continue;
+        for (int ki = 0; ki < s->K; ki++)
+            for (int o = 0; o < segments; o++) {
+                const size_t off = ki * row + (size_t)o * nv * UQ_VL;
+                uq_vfloat acc[GATHER_MAX_VECTORS] = {0};
+                for (int j = j0; j < j1; j++) {
+                    const float *patch = pad + s->pad_off[nz->pos[j]] + off;
+                    for (int u = 0; u < nv; u++) acc[u] += nz->val[j] * uq_vload(patch + u * UQ_VL);
+                }
+                float *d = dweight_hwc + oc * per_oc + (size_t)ki * s->KC + (size_t)o * nv * UQ_VL;
+                for (int u = 0; u < nv; u++) uq_vstore(d + u * UQ_VL, uq_vload(d + u * UQ_VL) + acc[u]);
+            }
+    }
+}
+
+/* The same two for any C and K (vectors only along runs of K*C): each non-zero adds its
+ * contribution in place. dpad (padded HWC) += ...; dweight_hwc += ... */
+static void scatter_dinp(float *restrict dpad, const sparse_shape *s, const nonzeros *nz) {
+    const size_t row = (size_t)s->Wp * s->C, per_oc = (size_t)s->K * s->KC;
+    for (int oc = 0; oc < s->OC; oc++) {
+        const float *w = s->weight_hwc + oc * per_oc;
+        for (int j = nz->chan_start[oc]; j < nz->chan_start[oc + 1]; j++) {
+            float *d = dpad + s->pad_off[nz->pos[j]];
+            for (int ki = 0; ki < s->K; ki++) uq_axpy(d + ki * row, w + ki * s->KC, nz->val[j], s->KC);
+        }
+    }
+}
+
+static void scatter_dweight(float *restrict dweight_hwc, float *restrict dbias, const sparse_shape *s,
+                            const float *pad, const nonzeros *nz) {
+    const size_t row = (size_t)s->Wp * s->C, per_oc = (size_t)s->K * s->KC;
+    for (int oc = 0; oc < s->OC; oc++) {
+        float *acc = dweight_hwc + oc * per_oc, bias_sum = 0.0f;
+        for (int j = nz->chan_start[oc]; j < nz->chan_start[oc + 1]; j++) {
+            const float *patch = pad + s->pad_off[nz->pos[j]];
+            bias_sum += nz->val[j];
+            for (int ki = 0; ki < s->K; ki++) uq_axpy(acc + ki * s->KC, patch + ki * row, nz->val[j], s->KC);
+        }
+        dbias[oc] += bias_sum;
+    }
+}
+
+/* vectors per segment for the gather kernels: the largest divisor of a run's vectors (K*C / VL)
+ * that fits the registers; 0 where a run is no whole number of vectors */
+static int gather_vectors(const sparse_shape *s) {
+    if (s->KC % UQ_VL) return 0;
+    const int run = s->KC / UQ_VL;
+    int nv = GATHER_MAX_VECTORS;
+    while (run % nv) nv--;
+    return nv;
+}
+
+#define DISPATCH_NV(nv, call_nv, fallback)                                                         \
+    switch (nv) {                                                                                  \
+    case 1: call_nv(1); break;                                                                     \
+    case 2: call_nv(2); break;                                                                     \
+    case 3: call_nv(3); break;                                                                     \
+    case 4: call_nv(4); break;                                                                     \
+    case 5: call_nv(5); break;                                                                     \
+    case 6: call_nv(6); break;                                                                     \
+    case 7: call_nv(7); break;                                                                     \
+    case 8: call_nv(8); break;                                                                     \
+    default: fallback; break;                                                                      \
+    }
+
+/* one row of the sparse path; dpad and pad are (H+K-1, W+K-1, C) scratch, pad's border zero */
+static void sparse_row(float *dinp, float *dweight_hwc, float *dbias, const float *inp, const sparse_shape *s,
+                       nonzeros *nz, float *dpad, float *pad) {
+    const int P = s->K / 2, nv = gather_vectors(s);
+    if (dweight_hwc) {
+        to_hwc(pad, inp, s->C, s->H, s->W, P);
+#define DWEIGHT_NV(n) gather_dweight_nv(n, dweight_hwc, dbias, s, pad, nz)
+        DISPATCH_NV(nv, DWEIGHT_NV, scatter_dweight(dweight_hwc, dbias, s, pad, nz))
+#undef DWEIGHT_NV
+    }
+    if (dinp) {
+        memset(dpad, 0, sizeof(float) * (size_t)(s->H + s->K - 1) * s->Wp * s->C);
+        if (nv) sort_by_position(nz, s->OC, s->H * s->W);
+#define DINP_NV(n) gather_dinp_nv(n, dpad, s, nz)
+        DISPATCH_NV(nv, DINP_NV, scatter_dinp(dpad, s, nz))
+#undef DINP_NV
+        add_from_hwc(dinp, dpad, s->C, s->H, s->W, P);
+    }
+}
+
+/* Where a row's output gradient comes from: a dense dout (rows, OC, H, W), or the gradient dpool
+ * (rows, OC, H/2, W/2) of a 2x2 max-pool after the conv's ReLU, with that pool's max_index and
+ * output (rows / T images). */
+typedef struct {
+    const float *dout;
+    const float *dpool;
+    const int32_t *max_index;
+    const float *pooled;
+    int T;
+} grad_source;
+
+static uq_status backward_rows(float *dinp, float *dweight, float *dbias, const grad_source *src,
+                               const float *inp, const float *weight, int rows, int C, int H, int W, int OC, int K) {
+    const int HW = H * W, CKK = C * K * K, nt = threads_for(rows);
     const int want_w = dweight != NULL || dbias != NULL;
-    /* per thread: col, dcol, and private dweight/dbias partials that are summed
-     * in thread order afterwards, so results do not depend on scheduling */
-    const size_t col_size = (size_t)CKK * HW;
-    const size_t per_thread = 2 * col_size + (want_w ? (size_t)OC * CKK + OC : 0);
-    float *scratch = uq_calloc(sizeof(float) * per_thread * nt);
+    if (!want_w && !dinp) return UQ_OK;
+    const size_t col_size = src->dout ? (size_t)CKK * HW : 0, n_w = (size_t)OC * CKK, n_g = (size_t)OC * HW;
+    const size_t padded = (size_t)(H + K - 1) * (W + K - 1) * C, list = n_g + UQ_VL;
+    const int OHW = (H / 2) * (W / 2);
+    /* shared: the weights channels-last and the patch offsets; per thread: col and dcol (dense
+     * path), the non-zero lists and two HWC planes (sparse path), and private dweight / dbias
+     * partials of both paths, summed in thread order afterwards so that results do not depend
+     * on scheduling */
+    const size_t shared = n_w + HW;
+    const size_t partials = want_w ? 2 * n_w + OC : 0;
+    const size_t per_thread = 2 * col_size + 4 * list + OC + 1 + 2 * (size_t)HW + 1 + 2 * padded + partials;
+    float *scratch = uq_malloc(sizeof(float) * (shared + per_thread * nt));
     if (!scratch) return uq_fail(UQ_ERR_NOMEM, "conv2d_backward: out of memory for %d x %zu floats", nt, per_thread);
+    float *weight_hwc = scratch;
+    int32_t *pad_off = (int32_t *)(weight_hwc + n_w);
+    const sparse_shape shape = {C, H, W, OC, K, W + K - 1, K * C, pad_off, weight_hwc};
+    for (int oc = 0; oc < OC; oc++)
+        for (int c = 0; c < C; c++)
+            for (int k = 0; k < K * K; k++) weight_hwc[((size_t)oc * K * K + k) * C + c] = weight[((size_t)oc * C + c) * K * K + k];
+    for (int p = 0; p < HW; p++) pad_off[p] = ((p / W) * shape.Wp + p % W) * C;
+    const int max_sparse = backward_mode == MODE_SPARSE ? (int)n_g
+                         : backward_mode == MODE_DENSE ? -1 : (int)(SPARSE_MAX_DENSITY * (double)n_g);
 #pragma omp parallel num_threads(nt)
     {
         int tid = 0;
 #ifdef _OPENMP
         tid = omp_get_thread_num();
 #endif
-        float *col = scratch + per_thread * tid;
+        float *col = scratch + shared + per_thread * tid;
         float *dcol = col + col_size;
-        float *dw = dcol + col_size;
-        float *db = dw + (size_t)OC * CKK;
+        nonzeros nz;
+        nz.pos = (int32_t *)(dcol + col_size);
+        nz.val = (float *)(nz.pos + list);
+        nz.chan = (int32_t *)(nz.val + list);
+        nz.chan_val = (float *)(nz.chan + list);
+        nz.chan_start = (int *)(nz.chan_val + list);
+        nz.pos_start = nz.chan_start + OC + 1;
+        nz.cursor = nz.pos_start + HW + 1;
+        float *dpad = (float *)(nz.cursor + HW);
+        float *pad = dpad + padded;        /* its border stays zero */
+        float *dw = pad + padded;          /* dense path, (OC, C, K, K) */
+        float *dw_hwc = dw + n_w;          /* sparse path, (OC, K, K, C) */
+        float *db = dw_hwc + n_w;
+        memset(pad, 0, sizeof(float) * (padded + partials));
 #pragma omp for schedule(static)
-        for (int b = 0; b < B; b++) {
-            const float *g = dout + (size_t)b * OC * HW;
+        for (int n = 0; n < rows; n++) {
+            const float *g = src->dout ? src->dout + (size_t)n * n_g : NULL;
+            int count = 0, oc = 0;
+            if (g) { /* list the non-zeros channel by channel, giving up once there are too many */
+                for (; oc < OC && count <= max_sparse; oc++) {
+                    nz.chan_start[oc] = count;
+                    count += compact_nonzeros(nz.pos + count, nz.val + count, g + (size_t)oc * HW, HW);
+                }
+            } else { /* through the pool: at most one in four, always sparse */
+                const size_t pooled_row = (size_t)(n / src->T) * OC * OHW;
+                for (; oc < OC; oc++) {
+                    const size_t q = (size_t)oc * OHW;
+                    nz.chan_start[oc] = count;
+                    count += pooled_nonzeros(nz.pos + count, nz.val + count, src->dpool + (size_t)n * OC * OHW + q,
+                                             src->max_index + pooled_row + q, src->pooled + pooled_row + q, OHW);
+                }
+            }
+            nz.chan_start[oc] = count;
+            if (!g || (oc == OC && count <= max_sparse)) {
+                sparse_row(dinp ? dinp + (size_t)n * C * HW : NULL, want_w ? dw_hwc : NULL, db,
+                           want_w ? inp + (size_t)n * C * HW : NULL, &shape, &nz, dpad, pad);
+                continue;
+            }
             if (want_w) {
                 for (int oc = 0; oc < OC; oc++) {
-                    float s = 0.0f;
-                    for (int i = 0; i < HW; i++) s += g[(size_t)oc * HW + i];
-                    db[oc] += s;
+                    float sum = 0.0f;
+                    for (int i = 0; i < HW; i++) sum += g[(size_t)oc * HW + i];
+                    db[oc] += sum;
                 }
-                im2col(col, inp + (size_t)b * C * HW, C, H, W, K);
+                im2col(col, inp + (size_t)n * C * HW, C, H, W, K);
                 uq_sgemm(0, 1, OC, CKK, HW, 1.0f, g, HW, col, HW, 1.0f, dw, CKK);
             }
             if (dinp) {
                 uq_sgemm(1, 0, CKK, HW, OC, 1.0f, weight, CKK, g, HW, 0.0f, dcol, HW);
-                col2im_add(dinp + (size_t)b * C * HW, dcol, C, H, W, K);
+                col2im_add(dinp + (size_t)n * C * HW, dcol, C, H, W, K);
             }
         }
     }
     if (want_w) {
         for (int t = 0; t < nt; t++) {
-            const float *dw = scratch + per_thread * t + 2 * col_size;
-            const float *db = dw + (size_t)OC * CKK;
-            if (dweight) for (size_t i = 0; i < (size_t)OC * CKK; i++) dweight[i] += dw[i];
+            const float *dw = scratch + shared + per_thread * (t + 1) - partials;
+            const float *dw_hwc = dw + n_w, *db = dw_hwc + n_w;
+            if (dweight)
+                for (int oc = 0; oc < OC; oc++)
+                    for (int c = 0; c < C; c++)
+                        for (int k = 0; k < K * K; k++) {
+                            const size_t i = ((size_t)oc * C + c) * K * K + k;
+                            dweight[i] += dw[i] + dw_hwc[((size_t)oc * K * K + k) * C + c];
+                        }
             if (dbias) for (int i = 0; i < OC; i++) dbias[i] += db[i];
         }
     }
     uq_free(scratch);
     return UQ_OK;
+}
+
+uq_status conv2d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                          const float *inp, const float *weight,
+                          int B, int C, int H, int W, int OC, int K) {
+    const grad_source src = {dout, NULL, NULL, NULL, 1};
+    return backward_rows(dinp, dweight, dbias, &src, inp, weight, B, C, H, W, OC, K);
+}
+
+uq_status conv2d_pool_backward(float *dinp, float *dweight, float *dbias, const float *dpool,
+                               const int32_t *max_index, const float *pooled, const float *inp,
+                               const float *weight, int B, int T, int C, int H, int W, int OC, int K) {
+    if (T > 1 && (dweight || dbias)) return uq_fail(UQ_ERR_VALUE, "conv2d_pool_backward: parameter gradients need T == 1");
+    const grad_source src = {NULL, dpool, max_index, pooled, T};
+    return backward_rows(dinp, dweight, dbias, &src, inp, weight, B * T, C, H, W, OC, K);
 }

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "simd.h"
 
 #ifdef UQ_HAVE_CBLAS
 #include <cblas.h>
@@ -58,18 +59,16 @@ static void scale_rows(int M, int N, float beta, float *C, int ldc) {
 /* Built-in GEMM, BLIS-style: op(B) is packed into panels NR columns wide and
  * op(A) (times alpha) into panels MR rows tall, both zero-padded at the edges;
  * a register-blocked micro-kernel multiplies one MR x NR tile of C over a
- * KC-long slice. The vectors are GCC vector extensions, so the same C compiles
- * to AVX-512, AVX2 or SSE depending on -march. */
-#if defined(__AVX512F__)
-#define VL 16
+ * KC-long slice, in the vectors of simd.h. */
+#define VL UQ_VL
+#if UQ_VL == 16
 #define MR 8
 #else
-#define VL 8
 #define MR 6
 #endif
 #define NR (2 * VL)
 enum { KC = 384, MC = 96, NC = 1024 };
-typedef float vfloat __attribute__((vector_size(VL * sizeof(float))));
+typedef uq_vfloat vfloat;
 
 /* C tile (MR x NR at c, row stride ldc) += a_panel (kc x MR) @ b_panel (kc x NR) */
 static void micro_kernel(int kc, const float *restrict a, const float *restrict b, float *restrict c, int ldc) {

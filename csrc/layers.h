@@ -24,6 +24,24 @@ uq_status conv2d_backward(float *dinp, float *dweight, float *dbias, const float
                           const float *inp, const float *weight,
                           int B, int C, int H, int W, int OC, int K);
 
+/* conv2d_backward of a conv whose (ReLU'd) output feeds a 2x2 max-pool, from the pool's side:
+ * dpool (B*T, OC, H/2, W/2) the pool's output gradient, max_index and pooled (B, OC, H/2, W/2)
+ * what maxpool2_forward made of this conv's output. The same as maxpool2_backward, the ReLU's
+ * backward and conv2d_backward in a row, without making the conv's mostly-zero output gradient;
+ * always the sparse path. Rows n of dinp (B*T, C, H, W) belong to image n / T; dweight / dbias
+ * need T == 1. */
+uq_status conv2d_pool_backward(float *dinp, float *dweight, float *dbias, const float *dpool,
+                               const int32_t *max_index, const float *pooled, const float *inp,
+                               const float *weight, int B, int T, int C, int H, int W, int OC, int K);
+
+/* How conv2d_backward multiplies: "auto" (the default) lists the non-zeros of each row of dout
+ * and takes a sparse path when they are few (behind a max-pool and a ReLU they are), else im2col
+ * and GEMM; "dense" and "sparse" force one path (for tests and benchmarks). Both give the same
+ * gradients up to float rounding. Under "dense" the model does not use conv2d_pool_backward
+ * either. Returns 0, or -1 for an unknown name. */
+int uq_set_conv_backward(const char *name);
+const char *uq_conv_backward(void);
+
 /* 2x2 max-pool, stride 2 (odd H/W: the last row/column is dropped, as PyTorch).
  * inp (B,C,H,W), out (B,C,H/2,W/2), max_index (B,C,H/2,W/2): index in the HxW plane */
 void maxpool2_forward(float *out, int32_t *max_index, const float *inp, int B, int C, int H, int W);

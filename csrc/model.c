@@ -183,10 +183,16 @@ uq_status uq_model_backward_into(const uq_arch *arch, const float *params, float
     const int rows = B * T;
     int cur = 0;
     memcpy(grad[cur], dlogits, sizeof(float) * rows * arch->n_classes);
+    /* a conv (with its ReLU) and the max-pool after it go back in one step, straight from the
+     * pool's gradient (conv2d_pool_backward), unless the dense conv backward is forced */
+    const int fuse_pools = strcmp(uq_conv_backward(), "dense") != 0;
     for (int l = arch->n_layers - 1; l >= 0; l--) {
         const uq_layer *L = &arch->layer[l];
         float *g = grad[cur];
-        if (L->relu) relu_backward_inplace(g, ws->act[l], B, T, L->out_size);
+        const int pool_after_conv = fuse_pools && L->kind == UQ_LAYER_POOL && l > 0 &&
+                                    arch->layer[l - 1].kind == UQ_LAYER_CONV && arch->layer[l - 1].relu;
+        if (pool_after_conv) L = &arch->layer[--l];
+        else if (L->relu) relu_backward_inplace(g, ws->act[l], B, T, L->out_size);
         float *dinp = NULL;
         if (l > 0) {
             dinp = grad[1 - cur];
@@ -200,7 +206,10 @@ uq_status uq_model_backward_into(const uq_arch *arch, const float *params, float
         float *db = dparams ? dparams + L->b_off : NULL;
         switch (L->kind) {
         case UQ_LAYER_CONV: {
-            uq_status st = conv2d_backward(dinp, dw, db, g, inp, wt, rows, L->in_c, L->in_h, L->in_w, L->out_c, L->k);
+            uq_status st = pool_after_conv
+                ? conv2d_pool_backward(dinp, dw, db, g, ws->argmax[l + 1], ws->act[l + 1], inp, wt, B, T, L->in_c,
+                                       L->in_h, L->in_w, L->out_c, L->k)
+                : conv2d_backward(dinp, dw, db, g, inp, wt, rows, L->in_c, L->in_h, L->in_w, L->out_c, L->k);
             if (st) return st;
             break;
         }

@@ -152,6 +152,15 @@ def c_gradients(spec, params, x, y, in_shape):
     return trainer.gradients(params, x, y)
 
 
+@pytest.fixture(params=["dense", "sparse"])
+def conv_backward(request):
+    """Runs a test with each of conv2d_backward's two paths forced: im2col + GEMM ("dense") and
+    the list of non-zero output gradients ("sparse"); "auto" picks between them per row."""
+    _uqattr.set_conv_backward(request.param)
+    yield request.param
+    _uqattr.set_conv_backward("auto")
+
+
 # ---------------------------------------------------------------------------------------------
 # the reference itself
 # ---------------------------------------------------------------------------------------------
@@ -191,7 +200,7 @@ def test_reference_pool_rules():
 
 @pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("spec,in_shape", SPECS, ids=SPEC_IDS)
-def test_param_gradients(spec, in_shape, batch):
+def test_param_gradients(spec, in_shape, batch, conv_backward):
     _, params, x, y, _ = random_problem(spec, in_shape, batch, seed=zlib.crc32(f"{spec} {batch}".encode()))
     loss_c, g_c = c_gradients(spec, params, x, y, in_shape)
     assert g_c.shape == params.shape and g_c.dtype == np.float32
@@ -202,7 +211,7 @@ def test_param_gradients(spec, in_shape, batch):
         check_tensor(f"{spec} batch {batch}: {name}", g_c[s], g_fd[s])
 
 
-def test_param_gradients_default_arch():
+def test_param_gradients_default_arch(conv_backward):
     """The default architecture on MNIST-sized input, batch 2: ~40 entries per layer
     (half where the C gradient is nonzero, half uniformly at random)."""
     spec, in_shape = DEFAULT_ARCH, (1, 28, 28)
@@ -245,7 +254,7 @@ def test_param_gradients_accumulate_nothing_between_calls():
 
 @pytest.mark.parametrize("T", [1, 3])
 @pytest.mark.parametrize("spec,in_shape", SPECS, ids=SPEC_IDS)
-def test_input_gradients(spec, in_shape, T):
+def test_input_gradients(spec, in_shape, T, conv_backward):
     batch = 2
     rng, params, x, _, n_classes = random_problem(spec, in_shape, batch, seed=zlib.crc32(f"{spec} T{T}".encode()))
     dlogits = rng.normal(size=(batch, T, n_classes)).astype(np.float32)
@@ -258,7 +267,7 @@ def test_input_gradients(spec, in_shape, T):
         check_tensor(f"{spec} vjp target {t} of {T}", dx[:, t].reshape(batch, D), want[:, t])
 
 
-def test_input_gradients_default_arch():
+def test_input_gradients_default_arch(conv_backward):
     """Default architecture, batch 2, T = 1 and 3: 60 pixels (corners and borders included)."""
     spec, in_shape = DEFAULT_ARCH, (1, 28, 28)
     rng, params, x, _, C = random_problem(spec, in_shape, 2, seed=99)
@@ -284,7 +293,7 @@ def test_vjp_targets_are_independent():
         np.testing.assert_allclose(dx[:, t], one[:, 0], rtol=1e-6, atol=1e-9)
 
 
-def test_vjp_more_images_than_a_chunk():
+def test_vjp_more_images_than_a_chunk(conv_backward):
     """vjp works through its input in chunks (of 64 images): 67 images, T = 2, all
     checked against the reference, so the chunk offsets of x, dlogits and dx are right."""
     spec, in_shape = "conv3-pool-fc4", (1, 6, 6)

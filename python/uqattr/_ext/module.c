@@ -4,6 +4,7 @@
 #include "args.h"
 
 #include "../../../csrc/gemm.h"
+#include "../../../csrc/layers.h"
 
 extern PyMethodDef uq_model_methods[];
 extern PyMethodDef uq_metrics_methods[];
@@ -31,7 +32,8 @@ static PyObject *py_build_info(PyObject *self, PyObject *unused) {
     Py_END_ALLOW_THREADS
     if (cuda_compiled)
         PyOS_snprintf(cuda_version_str, sizeof cuda_version_str, "%d.%d", cuda_version / 1000, cuda_version % 1000 / 10);
-    return Py_BuildValue("{s:s,s:s,s:O,s:O,s:i,s:O,s:s,s:s}", "gemm", uq_gemm_backend(), "blas", UQ_BLAS_NAME,
+    return Py_BuildValue("{s:s,s:s,s:s,s:O,s:O,s:i,s:O,s:s,s:s}", "gemm", uq_gemm_backend(), "conv_backward",
+                         uq_conv_backward(), "blas", UQ_BLAS_NAME,
                          "openmp", uq_have_openmp() ? Py_True : Py_False, "cuda", cuda_usable ? Py_True : Py_False,
                          "num_threads", uq_num_threads(), "cuda_compiled", cuda_compiled ? Py_True : Py_False,
                          "cuda_version", cuda_version_str, "cflags", UQ_BUILD_FLAGS);
@@ -57,11 +59,21 @@ static PyObject *py_set_gemm_backend(PyObject *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+static PyObject *py_set_conv_backward(PyObject *self, PyObject *arg) {
+    const char *name = PyUnicode_AsUTF8(arg);
+    if (!name) return NULL;
+    if (uq_set_conv_backward(name))
+        return PyErr_Format(PyExc_ValueError, "conv backward must be 'auto', 'dense' or 'sparse', got '%s'", name);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
     {"build_info", py_build_info, METH_NOARGS, "build_info() -> dict: GEMM backend, BLAS, OpenMP, CUDA, flags"},
     {"set_num_threads", py_set_num_threads, METH_O, "set_num_threads(n): threads of the core (0 = all processors)"},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, "get_num_threads() -> int"},
     {"set_gemm_backend", py_set_gemm_backend, METH_O, "set_gemm_backend('blas' | 'builtin')"},
+    {"set_conv_backward", py_set_conv_backward, METH_O,
+     "set_conv_backward('auto' | 'dense' | 'sparse'): how conv layers back-propagate (auto: sparse where the gradient is)"},
     {NULL, NULL, 0, NULL},
 };
 
