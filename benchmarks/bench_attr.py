@@ -472,8 +472,11 @@ def main(argv=None):
                   f"member, where rounding may route the gradient differently): {int((ties > 0).sum())} of "
                   f"{args.images} images")
         print(table(["", "map", "global", "w/o ties", "median", "max", "> 1e-3", "values"], err_rows))
-    ok = all(c[t]["global"] < 1e-3 for c in checks.values() for t in TARGETS)
-    ok_no_ties = ties is not None and all(c[t]["global_no_ties"] < 1e-3 for c in checks.values() for t in TARGETS)
+    # the verdict is uqattr's maps against PyTorch's; uqattr's GEMM backends against each other
+    # are shown above for information (they route a few near-tie images differently, too)
+    torch_checks = [c for name, c in checks.items() if not name.startswith("uqattr")]
+    ok = all(c[t]["global"] < 1e-3 for c in torch_checks for t in TARGETS)
+    ok_no_ties = ties is not None and all(c[t]["global_no_ties"] < 1e-3 for c in torch_checks for t in TARGETS)
 
     uq.close()
     if th is not None:

@@ -110,9 +110,10 @@ const char *uq_conv_backward(void) {
     return backward_mode == MODE_DENSE ? "dense" : backward_mode == MODE_SPARSE ? "sparse" : "auto";
 }
 
-/* In "auto", a row takes the sparse path when at most this fraction of its gradients is
- * non-zero (measured with benchmarks/bench_conv_backward.py at the default network's shapes). */
-static const double SPARSE_MAX_DENSITY = 0.5;
+/* In "auto", a row of a dense dout takes the sparse path when at most this fraction of it is
+ * non-zero: at the default network's conv2 shape the sparse path was 3.7x as fast at 25%, 2x at
+ * 50%, 1.3x (input gradient) and 1.05x (weight gradient) at 75%, and slower above. */
+static const double SPARSE_MAX_DENSITY = 0.75;
 
 /* Positions and values of the non-zeros of g[0..n), in increasing position; returns their
  * count. idx and val need room for n + UQ_VL entries (whole vectors are stored). */
@@ -188,6 +189,9 @@ typedef struct {
     int Wp, KC;               /* padded width; K*C, the length of one contiguous run in HWC */
     const int32_t *pad_off;   /* (HW): offset in a padded HWC plane of output pixel p's patch */
     const float *weight_hwc;  /* (OC, K, K, C): the weights, channels last */
+    const float *weight;      /* (OC, C, K, K): as given (row kernels) */
+    int Wr;                   /* row kernels: width of a padded plane, ceil(W / VL) vectors + K - 1 */
+    const int32_t *plane_off; /* (HW): offset of pixel p in such a plane, (H+K-1, Wr) */
 } sparse_shape;
 
 /* One row's non-zero output gradients, listed by channel (positions in increasing order) and,
@@ -271,30 +275,84 @@ ALWAYS_INLINE void gather_dweight_nv(const int nv, float *restrict dweight_hwc, 
     }
 }
 
-/* The same two for any C and K (vectors only along runs of K*C): each non-zero adds its
- * contribution in place. dpad (padded HWC) += ...; dweight_hwc += ... */
-static void scatter_dinp(float *restrict dpad, const sparse_shape *s, const nonzeros *nz) {
-    const size_t row = (size_t)s->Wp * s->C, per_oc = (size_t)s->K * s->KC;
-    for (int oc = 0; oc < s->OC; oc++) {
-        const float *w = s->weight_hwc + oc * per_oc;
-        for (int j = nz->chan_start[oc]; j < nz->chan_start[oc + 1]; j++) {
-            float *d = dpad + s->pad_off[nz->pos[j]];
-            for (int ki = 0; ki < s->K; ki++) uq_axpy(d + ki * row, w + ki * s->KC, nz->val[j], s->KC);
-        }
-    }
+/* The same two for any C and K, for channel counts whose K*C runs are no whole vectors (such as
+ * a first conv on grey images, C = 1): the listed gradients are written into zeroed planes,
+ * gplane (OC, H+K-1, Wr), padded by K/2, and the kernels run along image rows, VL pixels a
+ * vector, with ROW_ITEMS independent accumulators. */
+enum { ROW_ITEMS = 9 };
+
+static void fill_planes(float *gplane, const sparse_shape *s, const nonzeros *nz, int clear) {
+    const size_t plane = (size_t)(s->H + s->K - 1) * s->Wr;
+    for (int oc = 0; oc < s->OC; oc++)
+        for (int j = nz->chan_start[oc]; j < nz->chan_start[oc + 1]; j++)
+            gplane[oc * plane + s->plane_off[nz->pos[j]]] = clear ? 0.0f : nz->val[j];
 }
 
-static void scatter_dweight(float *restrict dweight_hwc, float *restrict dbias, const sparse_shape *s,
-                            const float *pad, const nonzeros *nz) {
-    const size_t row = (size_t)s->Wp * s->C, per_oc = (size_t)s->K * s->KC;
-    for (int oc = 0; oc < s->OC; oc++) {
-        float *acc = dweight_hwc + oc * per_oc, bias_sum = 0.0f;
-        for (int j = nz->chan_start[oc]; j < nz->chan_start[oc + 1]; j++) {
-            const float *patch = pad + s->pad_off[nz->pos[j]];
-            bias_sum += nz->val[j];
-            for (int ki = 0; ki < s->K; ki++) uq_axpy(acc + ki * s->KC, patch + ki * row, nz->val[j], s->KC);
+/* dinp (C,H,W) += sum over oc, ki, kj of weight[oc][c][ki][kj] * g[oc][y+P-ki][x+P-kj], over
+ * tiles of ROW_ITEMS (row, vector) items; a short last tile repeats its last item */
+static void rows_dinp(float *restrict dinp, const sparse_shape *s, const float *gplane) {
+    const int K = s->K, P = K / 2, H = s->H, W = s->W, Wr = s->Wr, per_row = (W + UQ_VL - 1) / UQ_VL;
+    const int items = H * per_row;
+    const size_t plane = (size_t)(H + K - 1) * Wr;
+    for (int c = 0; c < s->C; c++)
+        for (int t0 = 0; t0 < items; t0 += ROW_ITEMS) {
+            const int n = items - t0 < ROW_ITEMS ? items - t0 : ROW_ITEMS;
+            size_t off[ROW_ITEMS];
+            for (int t = 0; t < ROW_ITEMS; t++) {
+                const int item = t0 + (t < n ? t : n - 1);
+                off[t] = (size_t)(item / per_row + 2 * P) * Wr + (item % per_row) * UQ_VL + 2 * P;
+            }
+            uq_vfloat acc[ROW_ITEMS] = {0};
+            for (int oc = 0; oc < s->OC; oc++) {
+                const float *g = gplane + oc * plane, *w = s->weight + ((size_t)oc * s->C + c) * K * K;
+                for (int ki = 0; ki < K; ki++)
+                    for (int kj = 0; kj < K; kj++) {
+                        const float wk = w[ki * K + kj];
+                        const float *gk = g - (size_t)ki * Wr - kj;
+                        for (int t = 0; t < ROW_ITEMS; t++) acc[t] += wk * uq_vload(gk + off[t]);
+                    }
+            }
+            for (int t = 0; t < n; t++) {
+                const int y = (t0 + t) / per_row, x0 = (t0 + t) % per_row * UQ_VL;
+                float *d = dinp + ((size_t)c * H + y) * W + x0;
+                for (int l = 0; l < UQ_VL && x0 + l < W; l++) d[l] += acc[t][l];
+            }
         }
+}
+
+/* dweight_hwc[oc][ki][kj][c] += sum over y, x of g[oc][y][x] * inplane[c][y+ki][x+kj] (inplane:
+ * the input padded by K/2, (C, H+K-1, Wr)), ROW_ITEMS kernel taps at a time; dbias += g */
+static void rows_dweight(float *restrict dweight_hwc, float *restrict dbias, const sparse_shape *s,
+                         const float *gplane, const float *inplane, const nonzeros *nz) {
+    const int K = s->K, P = K / 2, H = s->H, Wr = s->Wr, per_row = (s->W + UQ_VL - 1) / UQ_VL;
+    const size_t plane = (size_t)(H + K - 1) * Wr;
+    for (int oc = 0; oc < s->OC; oc++) {
+        float bias_sum = 0.0f;
+        for (int j = nz->chan_start[oc]; j < nz->chan_start[oc + 1]; j++) bias_sum += nz->val[j];
         dbias[oc] += bias_sum;
+        if (nz->chan_start[oc] == nz->chan_start[oc + 1]) continue;
+        const float *g = gplane + oc * plane + (size_t)P * Wr + P;
+        for (int c = 0; c < s->C; c++)
+            for (int k0 = 0; k0 < K * K; k0 += ROW_ITEMS) {
+                const int n = K * K - k0 < ROW_ITEMS ? K * K - k0 : ROW_ITEMS;
+                size_t tap[ROW_ITEMS];
+                for (int t = 0; t < ROW_ITEMS; t++) {
+                    const int k = k0 + (t < n ? t : n - 1);
+                    tap[t] = (size_t)(k / K) * Wr + k % K;
+                }
+                uq_vfloat acc[ROW_ITEMS] = {0};
+                for (int y = 0; y < H; y++)
+                    for (int v = 0; v < per_row; v++) {
+                        const uq_vfloat gv = uq_vload(g + (size_t)y * Wr + v * UQ_VL);
+                        const float *in = inplane + c * plane + (size_t)y * Wr + v * UQ_VL;
+                        for (int t = 0; t < ROW_ITEMS; t++) acc[t] += gv * uq_vload(in + tap[t]);
+                    }
+                for (int t = 0; t < n; t++) {
+                    float sum = 0.0f;
+                    for (int l = 0; l < UQ_VL; l++) sum += acc[t][l];
+                    dweight_hwc[((size_t)oc * K * K + k0 + t) * s->C + c] += sum;
+                }
+            }
     }
 }
 
@@ -321,21 +379,36 @@ static int gather_vectors(const sparse_shape *s) {
     default: fallback; break;                                                                      \
     }
 
-/* one row of the sparse path; dpad and pad are (H+K-1, W+K-1, C) scratch, pad's border zero */
+/* one row of the sparse path. Gather kernels: dpad and pad are (H+K-1, W+K-1, C) scratch, pad's
+ * border zero. Row kernels: gplane (OC, H+K-1, Wr) zero, and left so; inplane (C, H+K-1, Wr)
+ * with a zero border. */
 static void sparse_row(float *dinp, float *dweight_hwc, float *dbias, const float *inp, const sparse_shape *s,
-                       nonzeros *nz, float *dpad, float *pad) {
+                       nonzeros *nz, float *dpad, float *pad, float *gplane, float *inplane) {
     const int P = s->K / 2, nv = gather_vectors(s);
+    if (!nv) {
+        fill_planes(gplane, s, nz, 0);
+        if (dweight_hwc) {
+            for (int c = 0; c < s->C; c++)
+                for (int y = 0; y < s->H; y++)
+                    memcpy(inplane + ((size_t)c * (s->H + s->K - 1) + y + P) * s->Wr + P,
+                           inp + ((size_t)c * s->H + y) * s->W, sizeof(float) * s->W);
+            rows_dweight(dweight_hwc, dbias, s, gplane, inplane, nz);
+        }
+        if (dinp) rows_dinp(dinp, s, gplane);
+        fill_planes(gplane, s, nz, 1);
+        return;
+    }
     if (dweight_hwc) {
         to_hwc(pad, inp, s->C, s->H, s->W, P);
 #define DWEIGHT_NV(n) gather_dweight_nv(n, dweight_hwc, dbias, s, pad, nz)
-        DISPATCH_NV(nv, DWEIGHT_NV, scatter_dweight(dweight_hwc, dbias, s, pad, nz))
+        DISPATCH_NV(nv, DWEIGHT_NV, )
 #undef DWEIGHT_NV
     }
     if (dinp) {
         memset(dpad, 0, sizeof(float) * (size_t)(s->H + s->K - 1) * s->Wp * s->C);
-        if (nv) sort_by_position(nz, s->OC, s->H * s->W);
+        sort_by_position(nz, s->OC, s->H * s->W);
 #define DINP_NV(n) gather_dinp_nv(n, dpad, s, nz)
-        DISPATCH_NV(nv, DINP_NV, scatter_dinp(dpad, s, nz))
+        DISPATCH_NV(nv, DINP_NV, )
 #undef DINP_NV
         add_from_hwc(dinp, dpad, s->C, s->H, s->W, P);
     }
@@ -364,18 +437,24 @@ static uq_status backward_rows(float *dinp, float *dweight, float *dbias, const 
      * path), the non-zero lists and two HWC planes (sparse path), and private dweight / dbias
      * partials of both paths, summed in thread order afterwards so that results do not depend
      * on scheduling */
-    const size_t shared = n_w + HW;
+    const int Wr = (W + UQ_VL - 1) / UQ_VL * UQ_VL + K - 1;
+    const size_t row_plane = (size_t)(H + K - 1) * Wr;
+    const size_t shared = n_w + 2 * (size_t)HW;
     const size_t partials = want_w ? 2 * n_w + OC : 0;
-    const size_t per_thread = 2 * col_size + 4 * list + OC + 1 + 2 * (size_t)HW + 1 + 2 * padded + partials;
+    const size_t per_thread = 2 * col_size + 4 * list + OC + 1 + 2 * (size_t)HW + 1 + 2 * padded +
+                              (OC + C) * row_plane + partials;
     float *scratch = uq_malloc(sizeof(float) * (shared + per_thread * nt));
     if (!scratch) return uq_fail(UQ_ERR_NOMEM, "conv2d_backward: out of memory for %d x %zu floats", nt, per_thread);
     float *weight_hwc = scratch;
-    int32_t *pad_off = (int32_t *)(weight_hwc + n_w);
-    const sparse_shape shape = {C, H, W, OC, K, W + K - 1, K * C, pad_off, weight_hwc};
+    int32_t *pad_off = (int32_t *)(weight_hwc + n_w), *plane_off = pad_off + HW;
+    const sparse_shape shape = {C, H, W, OC, K, W + K - 1, K * C, pad_off, weight_hwc, weight, Wr, plane_off};
     for (int oc = 0; oc < OC; oc++)
         for (int c = 0; c < C; c++)
             for (int k = 0; k < K * K; k++) weight_hwc[((size_t)oc * K * K + k) * C + c] = weight[((size_t)oc * C + c) * K * K + k];
-    for (int p = 0; p < HW; p++) pad_off[p] = ((p / W) * shape.Wp + p % W) * C;
+    for (int p = 0; p < HW; p++) {
+        pad_off[p] = ((p / W) * shape.Wp + p % W) * C;
+        plane_off[p] = (p / W + K / 2) * Wr + p % W + K / 2;
+    }
     const int max_sparse = backward_mode == MODE_SPARSE ? (int)n_g
                          : backward_mode == MODE_DENSE ? -1 : (int)(SPARSE_MAX_DENSITY * (double)n_g);
 #pragma omp parallel num_threads(nt)
@@ -395,11 +474,12 @@ static uq_status backward_rows(float *dinp, float *dweight, float *dbias, const 
         nz.pos_start = nz.chan_start + OC + 1;
         nz.cursor = nz.pos_start + HW + 1;
         float *dpad = (float *)(nz.cursor + HW);
-        float *pad = dpad + padded;        /* its border stays zero */
-        float *dw = pad + padded;          /* dense path, (OC, C, K, K) */
+        float *pad = dpad + padded;        /* pad, gplane and inplane: zero, and their borders stay so */
+        float *gplane = pad + padded, *inplane = gplane + (size_t)OC * row_plane;
+        float *dw = inplane + (size_t)C * row_plane; /* dense path, (OC, C, K, K) */
         float *dw_hwc = dw + n_w;          /* sparse path, (OC, K, K, C) */
         float *db = dw_hwc + n_w;
-        memset(pad, 0, sizeof(float) * (padded + partials));
+        memset(pad, 0, sizeof(float) * (padded + (OC + C) * row_plane + partials));
 #pragma omp for schedule(static)
         for (int n = 0; n < rows; n++) {
             const float *g = src->dout ? src->dout + (size_t)n * n_g : NULL;
@@ -421,7 +501,7 @@ static uq_status backward_rows(float *dinp, float *dweight, float *dbias, const 
             nz.chan_start[oc] = count;
             if (!g || (oc == OC && count <= max_sparse)) {
                 sparse_row(dinp ? dinp + (size_t)n * C * HW : NULL, want_w ? dw_hwc : NULL, db,
-                           want_w ? inp + (size_t)n * C * HW : NULL, &shape, &nz, dpad, pad);
+                           want_w ? inp + (size_t)n * C * HW : NULL, &shape, &nz, dpad, pad, gplane, inplane);
                 continue;
             }
             if (want_w) {

@@ -33,6 +33,8 @@ SPECS = [
     ("pool-fc3", (2, 7, 9)),                             # max-pool alone, odd sizes (floor)
     ("conv4-pool-conv3-pool-fc5-fc3", (1, 9, 11)),       # everything, odd sizes, two pools
     ("conv3-conv2k5-pool-fc6-fc5-fc4", (3, 6, 5)),       # conv after conv, three fc
+    ("conv5-pool-fc3", (16, 5, 7)),                      # 16 input channels: the sparse path's gather
+    ("conv3k5-fc3", (16, 4, 5)),                         # kernels (channels in whole vectors), odd sizes
 ]
 SPEC_IDS = [f"{s}@{'x'.join(map(str, shp))}" for s, shp in SPECS]
 BATCHES = [1, 3]
