@@ -373,7 +373,9 @@ def main(argv=None):
           f"{info['n_params']:,} parameters each")
     print(f"data: {info['data']}; maps: d(total), d(aleatoric), d(epistemic) / d(input)")
     print(f"FLOPs per image: {flops / 1e6:.0f} M = {info['members']} members x (forward {fwd / 1e6:.2f} M "
-          f"+ {T} input-gradient backwards of as many); {args.images} images = {args.images * flops / 1e9:.0f} GFLOP")
+          f"+ {T} input-gradient backwards of as many); {args.images} images = {args.images * flops / 1e9:.0f} GFLOP "
+          f"(dense: uqattr's conv backward skips the zero gradients behind max-pools, so its GFLOP/s are "
+          f"dense-equivalent rates)")
     print(f"load average at start: {load_start}\n", flush=True)
 
     # ---- calibration -------------------------------------------------------------------------

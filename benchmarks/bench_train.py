@@ -511,6 +511,9 @@ def main(argv=None):
               f"{100 * best_train * train_flops / 1e9 / many[big[0]]:.0f}% of NumPy's {threads}-thread SGEMM peak"
               + (f"; PyTorch {train['PyTorch'].best * train_flops / 1e9:.1f} GFLOP/s "
                  f"({100 * train['PyTorch'].best * train_flops / 1e9 / many[big[0]]:.0f}%)" if th else ""))
+        print("  (GFLOP/s count a dense network's FLOPs; uqattr's conv backward skips the zero gradients behind "
+              "its max-pools, so its backward and training rates are dense-equivalent rates, above the arithmetic "
+              "it does)")
 
     uq.close()
     if th is not None:
