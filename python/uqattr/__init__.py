@@ -14,13 +14,17 @@ from .uncertainty import Uncertainty, decompose, uncertainty
 
 if os.environ.get("UQATTR_GEMM"):
     _uqattr.set_gemm_backend(os.environ["UQATTR_GEMM"])
+if os.environ.get("UQATTR_CONV_BACKWARD"):
+    _uqattr.set_conv_backward(os.environ["UQATTR_CONV_BACKWARD"])
 
 __version__ = "0.1.0"
 
 
 def build_info():
     """What the C core was built with: ``gemm`` (the backend in use: "builtin",
-    the default, or "blas", chosen with ``UQATTR_GEMM=blas``), ``blas`` (library found at build time, "" if none), ``openmp``,
+    the default, or "blas", chosen with ``UQATTR_GEMM=blas``), ``conv_backward`` (how conv
+    layers back-propagate: "auto", the default, "dense" or "sparse", chosen with
+    ``UQATTR_CONV_BACKWARD``), ``blas`` (library found at build time, "" if none), ``openmp``,
     ``num_threads``, ``cuda`` / ``cuda_compiled`` and the compiler ``cflags``."""
     return _uqattr.build_info()
 
