@@ -89,10 +89,11 @@ uq_status conv2d_forward(float *out, const float *inp, const float *weight, cons
 /* ---------------------------------------------------------------------------------------------
  * Backward. Behind a 2x2 max-pool at most one in four of a conv's output gradients is non-zero
  * (each window's maximum) and the fused ReLU zeroes more, so a dense GEMM over dout multiplies
- * mostly zeros. The sparse path lists each output channel's non-zero gradients and, for each,
- * adds the weights it reaches (dinp) or the input patch it saw (dweight); in channels-last (HWC)
- * layout, zero-padded by K/2, both are K runs of K*C contiguous floats. Rows whose gradient is
- * dense enough still take the GEMM path (im2col / col2im).
+ * mostly zeros. The sparse path lists each output channel's non-zero gradients and sums, in
+ * registers, the weights they reach (dinp) or the input patches they saw (dweight); in
+ * channels-last (HWC) layout, zero-padded by K/2, both are K runs of K*C contiguous floats.
+ * Where K*C is no whole number of vectors the row kernels below take over. Rows of a dense dout
+ * that are dense enough still take the GEMM path (im2col / col2im).
  * ------------------------------------------------------------------------------------------- */
 
 enum { MODE_AUTO, MODE_DENSE, MODE_SPARSE };
@@ -194,8 +195,8 @@ typedef struct {
     const int32_t *plane_off; /* (HW): offset of pixel p in such a plane, (H+K-1, Wr) */
 } sparse_shape;
 
-/* One row's non-zero output gradients, listed by channel (positions in increasing order) and,
- * for the input gradient, by position (channels in increasing order). */
+/* One row's non-zero output gradients, listed by channel and, for the gather kernels of the
+ * input gradient, by position (channels in increasing order). */
 typedef struct {
     int32_t *pos;
     float *val;
