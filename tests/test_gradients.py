@@ -383,3 +383,26 @@ def test_from_state_dicts_probabilities_match_reference():
         ref = R.probabilities(DEFAULT_ARCH, slab, x.astype(np.float64), (1, 28, 28))
         assert ref.max() > 0.9 and ref.min() < 0.01, "test weights give too flat probabilities"
         check_close(f"member {m} probabilities", probs[m], ref, 1e-5)
+
+
+def test_conv_backward_paths_agree_on_real_digits(mnist_test):
+    """Real digits through the default network, where a max-pool follows each conv (so the
+    sparse path sees only the windows' maxima that passed the ReLU): parameter and input
+    gradients of the two paths agree to float rounding, and "auto" is the sparse path there."""
+    x, y = mnist_test
+    x, y = np.ascontiguousarray(x[:48]), np.ascontiguousarray(y[:48])
+    params = Ensemble(members=1, seed=3).params[0]
+    dlogits = np.random.default_rng(3).normal(size=(48, 3, 10)).astype(np.float32)
+    trainer = _uqattr.Trainer(DEFAULT_ARCH, 48)
+    got = {}
+    try:
+        for mode in ("dense", "sparse", "auto"):
+            _uqattr.set_conv_backward(mode)
+            got[mode] = (trainer.gradients(params, x, y)[1], _uqattr.vjp(DEFAULT_ARCH, params, x, dlogits))
+    finally:
+        _uqattr.set_conv_backward("auto")
+    for name, sparse, dense in zip(("parameter gradients", "input gradients"), got["sparse"], got["dense"]):
+        check_tensor(f"sparse vs dense path: {name}", sparse, dense, rtol=1e-5)
+        assert not np.array_equal(sparse, dense), f"{name}: the two paths gave identical bits (same path?)"
+    for auto, sparse in zip(got["auto"], got["sparse"]):
+        np.testing.assert_array_equal(auto, sparse)
