@@ -367,7 +367,7 @@ static int gather_vectors(const sparse_shape *s) {
     return nv;
 }
 
-#define DISPATCH_NV(nv, call_nv, fallback)                                                         \
+#define DISPATCH_NV(nv, call_nv)                                                                   \
     switch (nv) {                                                                                  \
     case 1: call_nv(1); break;                                                                     \
     case 2: call_nv(2); break;                                                                     \
@@ -377,7 +377,7 @@ static int gather_vectors(const sparse_shape *s) {
     case 6: call_nv(6); break;                                                                     \
     case 7: call_nv(7); break;                                                                     \
     case 8: call_nv(8); break;                                                                     \
-    default: fallback; break;                                                                      \
+    default: break;                                                                                \
     }
 
 /* one row of the sparse path. Gather kernels: dpad and pad are (H+K-1, W+K-1, C) scratch, pad's
@@ -402,14 +402,14 @@ static void sparse_row(float *dinp, float *dweight_hwc, float *dbias, const floa
     if (dweight_hwc) {
         to_hwc(pad, inp, s->C, s->H, s->W, P);
 #define DWEIGHT_NV(n) gather_dweight_nv(n, dweight_hwc, dbias, s, pad, nz)
-        DISPATCH_NV(nv, DWEIGHT_NV, )
+        DISPATCH_NV(nv, DWEIGHT_NV)
 #undef DWEIGHT_NV
     }
     if (dinp) {
         memset(dpad, 0, sizeof(float) * (size_t)(s->H + s->K - 1) * s->Wp * s->C);
         sort_by_position(nz, s->OC, s->H * s->W);
 #define DINP_NV(n) gather_dinp_nv(n, dpad, s, nz)
-        DISPATCH_NV(nv, DINP_NV, )
+        DISPATCH_NV(nv, DINP_NV)
 #undef DINP_NV
         add_from_hwc(dinp, dpad, s->C, s->H, s->W, P);
     }
